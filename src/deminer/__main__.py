@@ -1,0 +1,5 @@
+import sys
+
+from deminer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,183 @@
+"""The case store: one DuckDB database per case holding the normalized tables of ``model``.
+
+Only this module writes to DuckDB. Sources hand it batches of rows; it converts each batch to
+one Arrow table and appends it in a single statement, so ingest cost is per batch, not per row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from deminer.model import TABLES, Table
+
+Row = Mapping[str, Any]
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "VARCHAR": pa.string(),
+    "BIGINT": pa.int64(),
+    "DOUBLE": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+    "TIMESTAMP": pa.timestamp("us"),
+    "VARCHAR[]": pa.list_(pa.string()),
+}
+
+
+def arrow_schema(table: Table) -> pa.Schema:
+    return pa.schema([pa.field(c.name, _ARROW_TYPES[c.type]) for c in table.columns])
+
+
+_SCHEMAS: dict[str, pa.Schema] = {name: arrow_schema(t) for name, t in TABLES.items()}
+
+
+def _coerce(value: Any, typ: str) -> Any:
+    """Make a value fit its column so one odd value cannot fail a whole batch."""
+    if value is None:
+        return None
+    if typ == "VARCHAR":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (dict, list)):
+            return json.dumps(value, sort_keys=True, default=str)
+        return str(value)
+    if typ == "BIGINT":
+        if isinstance(value, bool):
+            return int(value)
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            return None
+        return n if -(2**63) <= n < 2**63 else None
+    if typ == "DOUBLE":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    if typ == "BOOLEAN":
+        return bool(value)
+    if typ == "TIMESTAMP":
+        return to_utc(value)
+    if typ == "VARCHAR[]":
+        if isinstance(value, str):
+            return [value]
+        return [str(v) for v in value]
+    return value
+
+
+def to_utc(value: Any) -> dt.datetime | None:
+    """A naive UTC datetime from a datetime, epoch seconds or ISO 8601 string."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        stamp: dt.datetime = value
+        if stamp.tzinfo is not None:
+            stamp = stamp.astimezone(dt.UTC).replace(tzinfo=None)
+        return stamp
+    if isinstance(value, (int, float)):
+        try:
+            return dt.datetime.fromtimestamp(float(value), dt.UTC).replace(tzinfo=None)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str):
+        text = value.strip().replace("Z", "+00:00")
+        try:
+            parsed = dt.datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        return to_utc(parsed)
+    return None
+
+
+def rows_to_arrow(table: str, rows: Sequence[Row]) -> pa.Table:
+    """Columnar Arrow table for ``rows``; unknown keys are ignored, missing ones are NULL."""
+    spec = TABLES[table]
+    columns: dict[str, list[Any]] = {}
+    for col in spec.columns:
+        name, typ = col.name, col.type
+        columns[name] = [_coerce(r.get(name), typ) for r in rows]
+    return pa.Table.from_pydict(columns, schema=_SCHEMAS[table])
+
+
+class Case:
+    """An open case store. Use as a context manager or call ``close``."""
+
+    def __init__(self, path: Path | str | None) -> None:
+        """Open (or create) the store at ``path``/case.duckdb; ``None`` means in memory."""
+        self.dir: Path | None = None
+        if path is None:
+            self.db = duckdb.connect(":memory:")
+        else:
+            self.dir = Path(path)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.db = duckdb.connect(str(self.dir / "case.duckdb"))
+        self.db.execute("SET TimeZone = 'UTC'")
+        for t in TABLES.values():
+            self.db.execute(t.ddl())
+
+    def __enter__(self) -> Case:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def add(self, table: str, rows: Sequence[Row]) -> int:
+        """Append a batch of rows to ``table``; returns how many were written."""
+        if not rows:
+            return 0
+        arrow = rows_to_arrow(table, rows)
+        self.db.register("_batch", arrow)
+        try:
+            cols = ", ".join(f'"{n}"' for n in TABLES[table].names)
+            self.db.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _batch")
+        finally:
+            self.db.unregister("_batch")
+        return len(rows)
+
+    def add_batches(self, batches: Iterable[tuple[str, Sequence[Row]]]) -> dict[str, int]:
+        """Write ``(table, rows)`` batches as a source yields them; returns rows per table."""
+        counts: dict[str, int] = {}
+        for table, rows in batches:
+            counts[table] = counts.get(table, 0) + self.add(table, rows)
+        return counts
+
+    def error(self, source: str, message: str, stage: str = "ingest", host: str | None = None) -> None:
+        self.add("errors", [{"host": host, "source": source, "stage": stage, "message": message,
+                             "ts": dt.datetime.now(dt.UTC)}])
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """Run ``sql`` and return rows as dicts."""
+        cur = self.db.execute(sql, params or [])
+        names = [d[0] for d in cur.description or []]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def count(self, table: str) -> int:
+        row = self.db.execute(f"SELECT count(*) FROM {TABLES[table].name}").fetchone()
+        return int(row[0]) if row else 0
+
+    def export_parquet(self, out: Path | None = None) -> Path:
+        """Write every table to ``out/<table>/data.parquet`` (default ``CASE/parquet``)."""
+        if out is None:
+            if self.dir is None:
+                raise ValueError("an in-memory case needs an explicit output folder")
+            out = self.dir / "parquet"
+        for name in TABLES:
+            folder = out / name
+            folder.mkdir(parents=True, exist_ok=True)
+            target = str(folder / "data.parquet").replace("'", "''")
+            self.db.execute(f"COPY {name} TO '{target}' (FORMAT parquet)")
+        return out

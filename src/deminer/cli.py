@@ -1,0 +1,165 @@
+"""Every ``deminer`` command, thin: parse arguments, call one stage, print.
+
+Exit codes: 0 nothing at or above ``--fail-on``, 1 findings at or above it, 2 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from deminer import __version__
+from deminer.case import Case
+from deminer.detect import iocs
+from deminer.detect.engine import detect
+from deminer.detect.finding import Finding
+from deminer.detect.rules import RuleError, load_rules
+from deminer.model import SEVERITIES, severity_rank
+from deminer.report.jsonl import write_findings
+from deminer.report.terminal import render
+from deminer.sources.ingest import IngestSummary, ingest
+from deminer.textsafe import clean
+
+
+def _add_detect_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jsonl", type=Path, help="also write findings as JSON Lines here")
+    p.add_argument("--fail-on", choices=SEVERITIES, default="high",
+                   help="exit 1 when a finding is at or above this severity (default high)")
+    p.add_argument("--ioc", type=Path, action="append", default=[],
+                   help="extra indicators: CSV (kind,value,family,description) or STIX 2.1 JSON")
+    p.add_argument("--quiet", action="store_true", help="print only the summary line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deminer", description="Cryptomining incident response.")
+    p.add_argument("--version", action="version", version=__version__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("scan", help="collect this host, ingest and detect, in one command")
+    s.add_argument("--root", default="/", help="examine a mounted image or tree instead of /")
+    s.add_argument("--case", type=Path, help="case folder (default ./deminer-scan-TIME)")
+    s.add_argument("--cpu-window", type=float, default=2.0, help="CPU sampling seconds")
+    s.add_argument("--budget", type=float, default=120.0, help="collection time budget, seconds")
+    _add_detect_options(s)
+
+    i = sub.add_parser("investigate", help="ingest collected evidence and detect")
+    i.add_argument("inputs", nargs="+", type=Path, help="bundles, logs or folders of them")
+    i.add_argument("--case", type=Path, default=Path("deminer-case"), help="case folder")
+    i.add_argument("--host", help="host id for inputs that do not name their host")
+    _add_detect_options(i)
+
+    c = sub.add_parser("collect", help="collect evidence into a bundle (stdlib only)")
+    c.add_argument("args", nargs=argparse.REMAINDER, help="options of deminer-collect")
+
+    cb = sub.add_parser("collector", help="build the standalone collector")
+    cbsub = cb.add_subparsers(dest="collector_command", required=True)
+    b = cbsub.add_parser("build", help="write the single-file collector zipapp")
+    b.add_argument("-o", "--output", type=Path, default=Path("deminer-collect.pyz"))
+
+    r = sub.add_parser("rules", help="list the shipped rules")
+    r.add_argument("--json", action="store_true")
+    return p
+
+
+def _finish(case: Case, findings: Sequence[Finding], summary: IngestSummary | None,
+            args: argparse.Namespace, console: Console) -> int:
+    assert case.dir is not None
+    write_findings(findings, case.dir / "findings.jsonl")
+    if args.jsonl:
+        write_findings(findings, args.jsonl)
+    errors = list(summary.errors) if summary else []
+    errors += [f"{r['source']}: {r['message']}" for r in case.query(
+        "SELECT source, message FROM errors WHERE stage <> 'ingest' ORDER BY source, message")]
+    if not args.quiet:
+        render(findings, console, errors)
+    worst = max((severity_rank(f.severity) for f in findings), default=-1)
+    counts = {s: sum(1 for f in findings if f.severity == s) for s in SEVERITIES}
+    shown = ", ".join(f"{n} {s}" for s, n in reversed(counts.items()) if n)
+    console.print(f"\n{len(findings)} findings ({shown or 'none'}); case: {clean(case.dir)}")
+    console.print(f"findings: {clean(case.dir / 'findings.jsonl')}")
+    return 1 if worst >= severity_rank(args.fail_on) else 0
+
+
+def _load_iocs(case: Case, paths: Sequence[Path]) -> None:
+    iocs.load_shipped(case)
+    for path in paths:
+        iocs.load_user(case, path)
+
+
+def cmd_investigate(args: argparse.Namespace, console: Console) -> int:
+    with Case(args.case) as case:
+        _load_iocs(case, args.ioc)
+        missing = [p for p in args.inputs if not p.exists()]
+        for p in missing:
+            case.error(clean(p), "no such file or folder")
+        summary = ingest(case, [p for p in args.inputs if p.exists()], host=args.host)
+        summary.errors[:0] = [f"{clean(p)}: no such file or folder" for p in missing]
+        findings = detect(case)
+        return _finish(case, findings, summary, args, console)
+
+
+def cmd_scan(args: argparse.Namespace, console: Console) -> int:
+    from deminer.collect.main import collect
+
+    case_dir = args.case or Path(f"deminer-scan-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    (case_dir / "bundles").mkdir(parents=True, exist_ok=True)
+    if args.root == "/" and os.geteuid() != 0:
+        console.print("[yellow]Not running as root: other users' processes, sockets, crontabs, "
+                      "keys and logs cannot be seen; run as root for a complete scan.[/yellow]")
+    console.print(f"Collecting {clean(args.root)} (CPU sampled over {args.cpu_window:g}s)…")
+    bundle, digest = collect(root=args.root, output=str(case_dir / "bundles" / "scan.tar.gz"),
+                             budget=args.budget, cpu_window=args.cpu_window, nice=False)
+    console.print(f"bundle {clean(bundle)} sha256 {digest}")
+    with Case(case_dir) as case:
+        _load_iocs(case, args.ioc)
+        summary = ingest(case, [Path(bundle)])
+        findings = detect(case)
+        return _finish(case, findings, summary, args, console)
+
+
+def cmd_rules(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    rules = load_rules()
+    for r in rules:
+        if args.json:
+            print(json.dumps({"id": r.id, "title": r.title, "severity": r.severity,
+                              "attack": list(r.attack)}))
+        else:
+            console.print(f"{r.id:50} {r.severity:9} {','.join(r.attack):24} {r.title}",
+                          markup=False, highlight=False)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(highlight=False, soft_wrap=True)
+    try:
+        if args.command == "collect":
+            from deminer.collect.main import main as collect_main
+            return collect_main(args.args)
+        if args.command == "collector":
+            from deminer.collect.zipapp import build
+            out = build(args.output)
+            console.print(f"collector written to {clean(out)}")
+            return 0
+        if args.command == "scan":
+            return cmd_scan(args, console)
+        if args.command == "investigate":
+            return cmd_investigate(args, console)
+        if args.command == "rules":
+            return cmd_rules(args, console)
+    except (RuleError, iocs.IocError, OSError) as exc:
+        console.print(f"deminer: error: {clean(exc)}", markup=False)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+"""Evidence sources: the plain list of parsers and the dispatcher that picks one per file.
+
+Add a format as one module with a ``SOURCE`` and one line in ``SOURCES``. Order matters:
+the first source whose ``sniff`` accepts a file parses it, so specific formats come first.
+"""
+
+from __future__ import annotations
+
+from deminer.sources.base import Source
+
+SOURCES: tuple[Source, ...] = ()

@@ -1,0 +1,76 @@
+"""What every source module provides, and the small helpers they share.
+
+A source turns one kind of evidence into batches of rows of the normalized tables
+(``model.TABLES``). It says how to recognise its input by content (``sniff``) and yields
+``(table, rows)`` batches from ``parse``; only the case store writes them. A source raises
+``SourceError`` for input it cannot read at all and yields ``errors`` rows for parts it skips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Batch = tuple[str, list[dict[str, Any]]]
+BATCH_ROWS = 50_000
+
+
+class SourceError(Exception):
+    """Input a source cannot read; the message says why (the dispatcher adds the file name)."""
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    path: Path            # the file to read
+    display: str          # how to name it in errors and provenance (``source`` column)
+    host: str | None      # host id given by the user or the container, if any
+    workdir: Path         # a folder this source may write extracted material into
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    sniff: Callable[[Path, bytes], bool]          # (path, first 64 KiB) -> is it mine?
+    parse: Callable[[SourceContext], Iterator[Batch]]
+
+
+def host_id(name: str | None) -> str | None:
+    """A stable host id from a hostname or FQDN: lower case, short name kept whole."""
+    if not name:
+        return None
+    return name.strip().lower() or None
+
+
+def looks_binary(head: bytes) -> bool:
+    """True for content that is not text (NUL bytes, or mostly non-printable)."""
+    if not head:
+        return False
+    if b"\x00" in head:
+        return True
+    sample = head[:4096]
+    bad = sum(1 for b in sample if b < 9 or 13 < b < 32)
+    return bad > len(sample) // 20
+
+
+class Batcher:
+    """Collects rows per table and hands out full batches, so sources stay streaming."""
+
+    def __init__(self, size: int = BATCH_ROWS) -> None:
+        self.size = size
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+
+    def add(self, table: str, row: dict[str, Any]) -> Batch | None:
+        bucket = self.rows.setdefault(table, [])
+        bucket.append(row)
+        if len(bucket) >= self.size:
+            self.rows[table] = []
+            return table, bucket
+        return None
+
+    def flush(self) -> Iterator[Batch]:
+        for table, bucket in self.rows.items():
+            if bucket:
+                yield table, bucket
+        self.rows = {}
