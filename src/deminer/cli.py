@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("scan", help="collect this host, ingest and detect, in one command")
     s.add_argument("--root", default="/", help="examine a mounted image or tree instead of /")
+    s.add_argument("--proc", help="read processes and sockets from this /proc (default ROOT/proc)")
     s.add_argument("--case", type=Path, help="case folder (default ./deminer-scan-TIME)")
     s.add_argument("--cpu-window", type=float, default=2.0, help="CPU sampling seconds")
     s.add_argument("--budget", type=float, default=120.0, help="collection time budget, seconds")
@@ -114,7 +115,8 @@ def cmd_scan(args: argparse.Namespace, console: Console) -> int:
                       "keys and logs cannot be seen; run as root for a complete scan.[/yellow]")
     console.print(f"Collecting {clean(args.root)} (CPU sampled over {args.cpu_window:g}s)…")
     bundle, digest = collect(root=args.root, output=str(case_dir / "bundles" / "scan.tar.gz"),
-                             budget=args.budget, cpu_window=args.cpu_window, nice=False)
+                             budget=args.budget, cpu_window=args.cpu_window, nice=False,
+                             proc_root=args.proc)
     console.print(f"bundle {clean(bundle)} sha256 {digest}")
     with Case(case_dir) as case:
         _load_iocs(case, args.ioc)

@@ -55,9 +55,12 @@ class Context(object):
 
     def __init__(self, root: str = "/", budget: float = 120.0,
                  max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, cpu_window: float = 2.0,
-                 host: Optional[str] = None) -> None:
+                 host: Optional[str] = None, proc_root: Optional[str] = None) -> None:
         self.root = os.path.abspath(root)
         self.live = self.root == "/"
+        # Processes and sockets come from here: the root's own /proc by default, or the live
+        # /proc while files are read from a mounted tree (``--root TREE --proc /proc``).
+        self.proc_root = os.path.abspath(proc_root or os.path.join(self.root, "proc"))
         self.started = time.time()
         self.deadline = self.started + budget
         self.max_file_bytes = max_file_bytes
@@ -76,6 +79,10 @@ class Context(object):
         if self.live:
             return host_path
         return os.path.join(self.root, host_path.lstrip("/"))
+
+    def proc(self, sub: str = "") -> str:
+        """The real path of ``/proc/<sub>`` for the processes being examined."""
+        return os.path.join(self.proc_root, sub) if sub else self.proc_root
 
     def host_path(self, real_path: str) -> str:
         """The inverse of ``path``: where a file under the root sits on the host."""

@@ -58,11 +58,13 @@ def default_output(ctx: Context) -> str:
 
 def collect(root: str = "/", output: Optional[str] = None, budget: float = 120.0,
             cpu_window: float = 2.0, max_file_bytes: int = 32 * 1024 * 1024,
-            only: Optional[List[str]] = None, nice: bool = True) -> "tuple[str, str]":
+            only: Optional[List[str]] = None, nice: bool = True,
+            proc_root: Optional[str] = None) -> "tuple[str, str]":
     """Collect ``root`` into a bundle; returns ``(bundle path, sha256)``."""
     if nice:
         lower_priority()
-    ctx = Context(root=root, budget=budget, cpu_window=cpu_window, max_file_bytes=max_file_bytes)
+    ctx = Context(root=root, budget=budget, cpu_window=cpu_window, max_file_bytes=max_file_bytes,
+                  proc_root=proc_root)
     if ctx.live and hasattr(os, "geteuid") and os.geteuid() != 0:
         ctx.error("collector", "not running as root: other users' processes, sockets, "
                   "crontabs, keys and logs may be missing")
@@ -80,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deminer-collect",
                                 description="Collect a host's evidence into a deminer bundle.")
     p.add_argument("--root", default="/", help="read a mounted image or tree instead of /")
+    p.add_argument("--proc", help="read processes and sockets from this /proc "
+                   "(default: ROOT/proc)")
     p.add_argument("-o", "--output", help="bundle path (default deminer-HOST-TIME.tar.gz)")
     p.add_argument("--budget", type=float, default=120.0, help="time budget in seconds")
     p.add_argument("--cpu-window", type=float, default=2.0,
@@ -99,7 +103,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         out, digest = collect(args.root, args.output, args.budget, args.cpu_window,
-                              int(args.max_file_mb * 1024 * 1024), args.only, not args.no_nice)
+                              int(args.max_file_mb * 1024 * 1024), args.only, not args.no_nice,
+                              args.proc)
     except OSError as exc:
         sys.stderr.write("deminer-collect: cannot write the bundle: %s\n" % exc)
         return 2

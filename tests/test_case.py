@@ -1,0 +1,47 @@
+"""The case store keeps rows as typed, survives odd values, and exports Parquet."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+
+from deminer.case import Case, to_utc
+from deminer.model import TABLES
+
+
+def test_every_table_is_created(tmp_path: Path) -> None:
+    with Case(tmp_path) as case:
+        names = {r["table_name"] for r in case.query(
+            "SELECT table_name FROM information_schema.tables")}
+    assert set(TABLES) <= names
+
+
+def test_rows_are_coerced_not_rejected() -> None:
+    with Case(None) as case:
+        case.add("processes", [
+            {"host": "h", "pid": "42", "cmdline": b"x".decode(), "cpu_percent": "97.5",
+             "exe_deleted": 1, "ts": "2024-05-01T10:00:00Z", "unknown_column": "ignored"},
+            {"host": "h", "pid": "not a number", "ts": 1714557600, "rss": 2**70},
+        ])
+        rows = case.query("SELECT pid, cpu_percent, exe_deleted, ts, rss FROM processes ORDER BY ts")
+    assert rows[0]["pid"] == 42 and rows[0]["cpu_percent"] == 97.5 and rows[0]["exe_deleted"] is True
+    assert rows[0]["ts"] == dt.datetime(2024, 5, 1, 10, 0)
+    assert rows[1]["pid"] is None and rows[1]["rss"] is None
+    assert rows[1]["ts"] == dt.datetime(2024, 5, 1, 10, 0)
+
+
+def test_to_utc_converts_offsets() -> None:
+    assert to_utc("2024-05-01T12:00:00+02:00") == dt.datetime(2024, 5, 1, 10, 0)
+    assert to_utc("garbage") is None and to_utc("") is None
+
+
+def test_case_persists_and_exports_parquet(tmp_path: Path) -> None:
+    with Case(tmp_path / "c") as case:
+        case.add("dns", [{"host": "h", "qname": "pool.minexmr.com", "answers": ["1.2.3.4"]}])
+        out = case.export_parquet()
+    with Case(tmp_path / "c") as again:
+        assert again.count("dns") == 1
+    rows = duckdb.sql(f"SELECT qname, answers FROM '{out / 'dns' / 'data.parquet'}'").fetchall()
+    assert rows == [("pool.minexmr.com", ["1.2.3.4"])]
