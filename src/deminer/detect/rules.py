@@ -15,7 +15,7 @@ A rule file holds one rule::
     quiet:  [{persistence: [{...row...}]}]    # examples that must not
 
 A rule whose logic is not SQL names a Python detector instead of ``query``:
-``detector: deminer.detect.python.yara_scan`` (a module with ``detect(case, rule)``); its
+``detector: yara_scan`` (a key of ``detect.python.DETECTORS``); its
 examples live in the detector's own tests, named by ``examples_in``.
 
 A query returns the columns ``host, ts, entity, summary, evidence`` (evidence a JSON object,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from deminer.detect.python import yara_scan
+
 if TYPE_CHECKING:
     from deminer.case import Case
     from deminer.detect.finding import Finding
@@ -16,4 +18,6 @@ if TYPE_CHECKING:
 
 Detector = Callable[["Case", "Rule"], list["Finding"]]
 
-DETECTORS: dict[str, Detector] = {}
+DETECTORS: dict[str, Detector] = {
+    "yara_scan": yara_scan.detect,
+}
