@@ -33,8 +33,8 @@ from deminer.collect.fileattrs import split_key_line
 from deminer.collect.persistence_systemd import parse_unit
 from deminer.detect.engine import run_rule
 from deminer.detect.rules import RULES_DIR, load_rule
-from tests.collect import persistence_trees as trees
-from tests.collect.persistence_trees import link, write
+from deminer.scenarios import linux_host as trees
+from deminer.scenarios.treefs import link, ssh_string, write
 
 SRC = Path(persistence.__file__).resolve().parents[2]
 
@@ -334,7 +334,7 @@ def test_authorized_keys_rows_and_fingerprints(tmp_path: Path, run: Any) -> None
 
 def test_bad_key_lines_are_named_and_the_rest_is_kept(tmp_path: Path, run: Any) -> None:
     trees.write_base(tmp_path)
-    wrong_type = base64.b64encode(trees.ssh_string(b"ssh-rsa") + b"\0" * 8).decode()
+    wrong_type = base64.b64encode(ssh_string(b"ssh-rsa") + b"\0" * 8).decode()
     write(tmp_path, "/home/admin/.ssh/authorized_keys2", "\n".join([
         "ssh-ed25519 !!!notbase64!!! x", "garbage line here", f"ssh-ed25519 {wrong_type} y",
         "ssh-ed25519 AAAA", 'command="unterminated ssh-ed25519 AAAA', trees.ADMIN_KEY]) + "\n")

@@ -1,0 +1,1 @@
+"""Scenario builders: realistic evidence for demos, golden tests and benchmarks."""
