@@ -43,6 +43,10 @@ def _coerce(value: Any, typ: str) -> Any:
         return None
     if typ == "VARCHAR":
         if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates from surrogateescape decoding
+                return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             return value
         if isinstance(value, (dict, list)):
             return json.dumps(value, sort_keys=True, default=str)
@@ -97,12 +101,16 @@ def to_utc(value: Any) -> dt.datetime | None:
 
 def rows_to_arrow(table: str, rows: Sequence[Row]) -> pa.Table:
     """Columnar Arrow table for ``rows``; unknown keys are ignored, missing ones are NULL."""
-    spec = TABLES[table]
-    columns: dict[str, list[Any]] = {}
-    for col in spec.columns:
-        name, typ = col.name, col.type
-        columns[name] = [_coerce(r.get(name), typ) for r in rows]
-    return pa.Table.from_pydict(columns, schema=_SCHEMAS[table])
+    schema = _SCHEMAS[table]
+    arrays = []
+    for col, fld in zip(TABLES[table].columns, schema, strict=True):
+        values = [r.get(col.name) for r in rows]
+        try:
+            # Fast path: values already have the column's type (the common case).
+            arrays.append(pa.array(values, type=fld.type))
+        except (pa.ArrowException, TypeError, ValueError, OverflowError, UnicodeError):
+            arrays.append(pa.array([_coerce(v, col.type) for v in values], type=fld.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 class Case:
