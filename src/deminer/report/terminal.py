@@ -16,7 +16,8 @@ _STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow
 # Evidence keys worth a line in the terminal, in this order; the rest is in the JSONL.
 _KEYS = ("pid", "exe", "cmdline", "path", "file", "line", "location", "command", "source",
          "source_line", "source.ip", "user.name", "raddr", "pool", "wallet", "count",
-         "failures", "users")
+         "failures", "users", "decoded", "stratum", "matched", "flags", "targets", "library",
+         "qname")
 
 
 def render(findings: Sequence[Finding], console: Console, errors: Sequence[str] = ()) -> None:
