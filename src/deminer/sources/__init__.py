@@ -6,6 +6,7 @@ the first source whose ``sniff`` accepts a file parses it, so specific formats c
 
 from __future__ import annotations
 
+from deminer.sources import auth_log, bundle
 from deminer.sources.base import Source
 
-SOURCES: tuple[Source, ...] = ()
+SOURCES: tuple[Source, ...] = (bundle.SOURCE, auth_log.SOURCE)

