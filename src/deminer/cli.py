@@ -23,7 +23,7 @@ from deminer.detect.rules import RuleError, load_rules
 from deminer.model import SEVERITIES, severity_rank
 from deminer.report.jsonl import write_findings
 from deminer.report.terminal import render
-from deminer.sources.ingest import IngestSummary, ingest
+from deminer.sources.ingest import ingest
 from deminer.textsafe import clean
 
 
@@ -68,15 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _finish(case: Case, findings: Sequence[Finding], summary: IngestSummary | None,
-            args: argparse.Namespace, console: Console) -> int:
+def _finish(case: Case, findings: Sequence[Finding], args: argparse.Namespace,
+            console: Console) -> int:
     assert case.dir is not None
     write_findings(findings, case.dir / "findings.jsonl")
     if args.jsonl:
         write_findings(findings, args.jsonl)
-    errors = list(summary.errors) if summary else []
-    errors += [f"{r['source']}: {r['message']}" for r in case.query(
-        "SELECT source, message FROM errors WHERE stage <> 'ingest' ORDER BY source, message")]
+    # Every problem is an errors row (ingest failures, lines a source skipped, collector
+    # problems, broken rules), so the table alone lists each once.
+    errors = [f"{r['source']}: {r['message']}" for r in case.query(
+        "SELECT DISTINCT source, message FROM errors ORDER BY source, message")]
     if not args.quiet:
         render(findings, console, errors)
     worst = max((severity_rank(f.severity) for f in findings), default=-1)
@@ -99,10 +100,9 @@ def cmd_investigate(args: argparse.Namespace, console: Console) -> int:
         missing = [p for p in args.inputs if not p.exists()]
         for p in missing:
             case.error(clean(p), "no such file or folder")
-        summary = ingest(case, [p for p in args.inputs if p.exists()], host=args.host)
-        summary.errors[:0] = [f"{clean(p)}: no such file or folder" for p in missing]
+        ingest(case, [p for p in args.inputs if p.exists()], host=args.host)
         findings = detect(case)
-        return _finish(case, findings, summary, args, console)
+        return _finish(case, findings, args, console)
 
 
 def cmd_scan(args: argparse.Namespace, console: Console) -> int:
@@ -120,9 +120,9 @@ def cmd_scan(args: argparse.Namespace, console: Console) -> int:
     console.print(f"bundle {clean(bundle)} sha256 {digest}")
     with Case(case_dir) as case:
         _load_iocs(case, args.ioc)
-        summary = ingest(case, [Path(bundle)])
+        ingest(case, [Path(bundle)])
         findings = detect(case)
-        return _finish(case, findings, summary, args, console)
+        return _finish(case, findings, args, console)
 
 
 def cmd_rules(args: argparse.Namespace, console: Console) -> int:

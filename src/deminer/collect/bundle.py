@@ -147,13 +147,16 @@ class Context(object):
         rel = self.host_path(real_path).lstrip("/")
         target = os.path.join(self.stage, "raw", rel)
         try:
-            size = os.path.getsize(real_path)
+            st = os.stat(real_path)
+            size = st.st_size
             with open(real_path, "rb") as src:
                 if size > cap:
                     src.seek(size - cap)
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 with open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
+            # Yearless syslog lines get their year from the file's mtime: keep it.
+            os.utime(target, (st.st_atime, st.st_mtime))
         except (OSError, IOError) as exc:
             self.error(real_path, "cannot copy: %s" % (exc.strerror or exc))
             return None

@@ -6,7 +6,13 @@ the first source whose ``sniff`` accepts a file parses it, so specific formats c
 
 from __future__ import annotations
 
-from deminer.sources import auth_log, bundle
+from deminer.sources import auth_log, bundle, evtx, winevent_json, winevent_xml
 from deminer.sources.base import Source
 
-SOURCES: tuple[Source, ...] = (bundle.SOURCE, auth_log.SOURCE)
+SOURCES: tuple[Source, ...] = (
+    bundle.SOURCE,
+    evtx.SOURCE,
+    winevent_xml.SOURCE,
+    winevent_json.SOURCE,
+    auth_log.SOURCE,
+)
