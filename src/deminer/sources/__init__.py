@@ -6,7 +6,7 @@ the first source whose ``sniff`` accepts a file parses it, so specific formats c
 
 from __future__ import annotations
 
-from deminer.sources import auth_log, bundle, evtx, winevent_json, winevent_xml
+from deminer.sources import auth_log, bundle, evtx, web_access, winevent_json, winevent_xml
 from deminer.sources.base import Source
 
 SOURCES: tuple[Source, ...] = (
@@ -15,4 +15,5 @@ SOURCES: tuple[Source, ...] = (
     winevent_xml.SOURCE,
     winevent_json.SOURCE,
     auth_log.SOURCE,
+    web_access.SOURCE,
 )
