@@ -12,10 +12,17 @@ from typing import Any
 class StratumPool:
     """Accepts miners on loopback; ``logins`` holds every login request's params."""
 
-    def __init__(self) -> None:
+    def __init__(self, ports: tuple[int, ...] = (0,)) -> None:
+        """Listen on the first free port of ``ports`` (0: any), e.g. well-known pool ports."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        for i, port in enumerate(ports):
+            try:
+                self.sock.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                if i == len(ports) - 1:
+                    raise
         self.sock.listen(16)
         self.port: int = self.sock.getsockname()[1]
         self.logins: list[dict[str, Any]] = []

@@ -92,7 +92,7 @@ TABLES: dict[str, Table] = {
             "reason VARCHAR, magic VARCHAR, content_saved BOOLEAN")),
         Table("persistence", _cols(
             f"{_COMMON}, kind VARCHAR, location VARCHAR, name VARCHAR, command VARCHAR, "
-            "user VARCHAR, mtime TIMESTAMP, enabled BOOLEAN")),
+            "user VARCHAR, mtime TIMESTAMP, enabled BOOLEAN, packaged VARCHAR")),
         Table("accounts", _cols(
             f"{_COMMON}, user VARCHAR, uid BIGINT, gid BIGINT, home VARCHAR, shell VARCHAR, "
             "password_state VARCHAR, keys BIGINT")),
