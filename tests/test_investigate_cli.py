@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from deminer.cli import main
-from tests.sources.authlog_gen import AuthLog
+from deminer.scenarios.auth_log import AuthLog
 
 FIELDS = {"rule", "title", "severity", "attack", "host", "ts", "entity", "summary", "evidence"}
 START = dt.datetime(2024, 3, 30, 15, 0)

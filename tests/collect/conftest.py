@@ -27,6 +27,7 @@ import pytest
 
 from deminer.collect import processes, sockets
 from deminer.collect.bundle import Context
+from deminer.scenarios.proc_tree import FakeProc
 
 PY = sys.executable
 SLEEP = "import time; time.sleep(300)"
@@ -205,63 +206,8 @@ def live_host(tmp_path_factory: pytest.TempPathFactory) -> LiveHost:
                     errors=tables.get("errors", []), files=files, facts=facts)
 
 
-PF_KTHREAD = 0x00200000
-BTIME = 1_700_000_000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def stat_line(pid: int, comm: bytes, ppid: int = 1, flags: int = 0x400100, ticks: tuple[int, int] = (7, 3),
-              threads: int = 1, starttime: int = 4200, rss_pages: int = 250, state: str = "S") -> bytes:
-    """A /proc/PID/stat line with all 52 fields, as Linux 5.x/6.x prints it."""
-    after = [state, ppid, pid, pid, 0, -1, flags, 120, 0, 0, 0, ticks[0], ticks[1], 0, 0, 20, 0,
-             threads, 0, starttime, 3133440, rss_pages, 18446744073709551615] + [0] * 29
-    return b"%d (%s) %s\n" % (pid, comm, " ".join(str(v) for v in after).encode())
-
-
-class FakeProc:
-    """A /proc tree under a temp ``--root``, written in the kernel's own file formats."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.proc = root / "proc"
-        (self.proc / "sys" / "kernel").mkdir(parents=True)
-        (self.proc / "net").mkdir()
-        (self.proc / "sys" / "kernel" / "pid_max").write_text("32768\n")
-        (self.proc / "stat").write_text(
-            f"cpu  1 2 3 4 5 6 7 0 0 0\nintr 0\nctxt 10\nbtime {BTIME}\nprocesses 900\n")
-        (root / "etc").mkdir()
-
-    def add(self, pid: int, comm: bytes = b"proc", uid: int = 0, cmdline: list[bytes] | None = None,
-            environ: list[bytes] | None = None, exe: str | None = None, cwd: str | None = "/",
-            sockets: tuple[int, ...] = (), tasks: tuple[int, ...] | None = None, tgid: int | None = None,
-            **stat: Any) -> Path:
-        d = self.proc / str(pid)
-        (d / "fd").mkdir(parents=True)
-        (d / "task").mkdir()
-        (d / "stat").write_bytes(stat_line(pid, comm, **stat))
-        (d / "status").write_bytes(
-            b"Name:\t%s\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t%d\nNgid:\t0\nPid:\t%d\n"
-            b"PPid:\t1\nTracerPid:\t0\nUid:\t%d\t%d\t%d\t%d\nGid:\t0\t0\t0\t0\n"
-            % (comm, tgid or pid, pid, uid, uid, uid, uid))
-        (d / "cmdline").write_bytes(b"".join(a + b"\0" for a in cmdline or []))
-        (d / "environ").write_bytes(b"".join(a + b"\0" for a in environ or []))
-        if exe is not None:
-            (d / "exe").symlink_to(exe)
-        if cwd is not None:
-            (d / "cwd").symlink_to(cwd)
-        for fd, inode in enumerate(sockets, start=3):
-            (d / "fd" / str(fd)).symlink_to(f"socket:[{inode}]")
-        (d / "fd" / "0").symlink_to("/dev/null")
-        for tid in tasks if tasks is not None else (pid,):
-            (d / "task" / str(tid)).mkdir()
-        return d
-
-    def file(self, host_path: str, data: bytes) -> Path:
-        real = self.root / host_path.lstrip("/")
-        real.parent.mkdir(parents=True, exist_ok=True)
-        real.write_bytes(data)
-        return real
 
 
 @pytest.fixture

@@ -20,22 +20,19 @@ from hypothesis import strategies as st
 
 from deminer.collect import processes, sockets
 from deminer.collect.bundle import Context, utc_iso
+from deminer.scenarios.proc_tree import BTIME, PF_KTHREAD, FakeProc, stat_line
 from tests.collect.conftest import (
-    BTIME,
     CLK_TCK,
     PAGE,
-    PF_KTHREAD,
     PY,
     READY,
     SLEEP,
     SYSTEM_PYTHON,
     Children,
-    FakeProc,
     LiveHost,
     bundle_rows,
     collect_into_rows,
     sha256_file,
-    stat_line,
 )
 
 SRC = str(Path(processes.__file__).parents[2])

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from deminer.collect import processes, sockets
 from deminer.collect.bundle import Context
-from tests.collect.conftest import FakeProc, LiveHost, collect_into_rows
+from deminer.scenarios.proc_tree import FakeProc
+from tests.collect.conftest import LiveHost, collect_into_rows
 
 TCP_HEADER = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
               "timeout inode                                                     \n")

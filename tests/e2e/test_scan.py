@@ -22,7 +22,7 @@ import pytest
 
 from deminer.cli import main
 from deminer.scenarios import linux_host
-from tests.sources.authlog_gen import AuthLog
+from deminer.scenarios.auth_log import AuthLog
 from tests.stratum_pool import StratumPool
 
 HERE = Path(__file__).parent

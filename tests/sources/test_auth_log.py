@@ -19,7 +19,7 @@ from deminer.sources import SOURCES, auth_log
 from deminer.sources import syslog_time as st
 from deminer.sources.base import SourceError
 from deminer.sources.ingest import ingest, pick_source
-from tests.sources.authlog_gen import FORMATS, AuthLog
+from deminer.scenarios.auth_log import FORMATS, AuthLog
 
 Row = dict[str, Any]
 

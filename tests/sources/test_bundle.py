@@ -22,7 +22,7 @@ from deminer.collect.bundle import Context
 from deminer.sources import SOURCES, bundle
 from deminer.sources.base import SourceContext, SourceError
 from deminer.sources.ingest import ingest, pick_source
-from tests.sources.authlog_gen import AuthLog
+from deminer.scenarios.auth_log import AuthLog
 
 Row = dict[str, Any]
 MINER = b"\x7fELF fake xmrig build for tests " * 64

@@ -276,7 +276,7 @@ def test_empty_file_and_only_headers(tmp_path: Path) -> None:
 # -- recognising files ------------------------------------------------------------------------
 def test_sniff_does_not_take_syslog_and_auth_log_does_not_take_ours(tmp_path: Path) -> None:
     auth_log = pytest.importorskip("deminer.sources.auth_log")
-    authlog_gen = pytest.importorskip("tests.sources.authlog_gen")
+    from deminer.scenarios import auth_log as authlog_gen
     auth = authlog_gen.AuthLog()
     auth.benign_login("alice", "192.0.2.10")
     auth.brute_force("203.0.113.7", ["root"], attempts=12)
@@ -297,7 +297,7 @@ def test_sniff_does_not_take_syslog_and_auth_log_does_not_take_ours(tmp_path: Pa
 
 def test_a_folder_with_both_kinds_goes_to_the_right_sources(tmp_path: Path) -> None:
     auth_log = pytest.importorskip("deminer.sources.auth_log")
-    authlog_gen = pytest.importorskip("tests.sources.authlog_gen")
+    from deminer.scenarios import auth_log as authlog_gen
     auth = authlog_gen.AuthLog()
     auth.benign_login("alice", "192.0.2.10")
     auth.write(tmp_path / "auth.log")

@@ -16,7 +16,7 @@ logs one ``Failed password`` line, rsyslog folds the five identical ones that fo
 ``PAM 5 more authentication failures``. ``facts`` keeps what the log holds (failed attempts
 per address, successes, rows per event) so tests assert against the story, not magic numbers.
 
-Run as ``python -m tests.sources.authlog_gen OUT LINES`` to write a big log for benchmarks.
+Run as ``python -m deminer.scenarios.auth_log OUT LINES`` to write a big log for benchmarks.
 """
 
 from __future__ import annotations
