@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from deminer.cli import main
-from deminer.scenarios import linux_host
+from deminer.scenarios import demo_host, linux_host
 from deminer.scenarios.auth_log import AuthLog
 from tests.stratum_pool import StratumPool
 
@@ -75,9 +75,9 @@ def running_miner(tmp_path: Path, miner_binary: Path) -> Iterator[tuple[subproce
             proc.wait()
 
 
-def _scan(tmp_path: Path, tree: Path) -> tuple[int, list[dict[str, Any]]]:
+def _scan(tmp_path: Path, tree: Path, proc: str = "/proc") -> tuple[int, list[dict[str, Any]]]:
     out = tmp_path / "findings.jsonl"
-    rc = main(["scan", "--root", str(tree), "--proc", "/proc", "--case", str(tmp_path / "case"),
+    rc = main(["scan", "--root", str(tree), "--proc", proc, "--case", str(tmp_path / "case"),
                "--cpu-window", "1", "--jsonl", str(out), "--quiet"])
     return rc, [json.loads(line) for line in out.read_text().splitlines()]
 
@@ -127,10 +127,25 @@ def test_scan_names_miner_persistence_key_and_brute_force(
 
 
 def test_clean_host_reports_nothing_above_low(tmp_path: Path) -> None:
-    tree = linux_host.write_clean_host(tmp_path / "host")
-    _auth_log(tree, attack=False)
-    rc, findings = _scan(tmp_path, tree)
+    # The clean host's processes come from its own /proc tree: this machine's live processes
+    # are not a controlled clean host (sandbox tools here run from deleted memfd binaries).
+    tree = demo_host.write_clean_demo_host(tmp_path / "host")
+    rc, findings = _scan(tmp_path, tree, proc=str(tree / "proc"))
     loud = [(f["rule"], f["severity"], f["summary"]) for f in findings
             if f["severity"] not in ("info", "low")]
     assert not loud
     assert rc == 0
+
+
+def test_demo_host_is_found_whole(tmp_path: Path) -> None:
+    """The demo host's miners come from its /proc tree, with the pool socket."""
+    tree = demo_host.write_demo_host(tmp_path / "host")
+    rc, findings = _scan(tmp_path, tree, proc=str(tree / "proc"))
+    assert rc == 1
+    miners = {f["evidence"]["pid"]: f for f in _where(findings, "impact.miner_process")}
+    assert set(miners) == {4242, 4250}
+    assert f"{demo_host.POOL_IP}:3333 ESTABLISHED" in miners[4242]["evidence"]["connections"]
+    assert miners[4242]["evidence"]["exe_deleted"] is True
+    cracked = _where(findings, "initial_access.ssh_brute_force_success")
+    assert [(f["evidence"]["user.name"], f["evidence"]["source.ip"]) for f in cracked] == [
+        ("root", demo_host.ATTACKER_IP)]
