@@ -111,3 +111,12 @@ def test_bad_indicator_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 2
     shown = capsys.readouterr().out
     assert shown.startswith("deminer: error:") and "iocs.csv" in shown and "not-a-kind" in shown
+
+
+def test_collect_subcommand_passes_its_options(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "hostname").write_text("db-02\n")
+    out = tmp_path / "b.tar.gz"
+    assert main(["collect", "--root", str(root), "--cpu-window", "0", "--no-nice", "-o", str(out)]) == 0
+    assert out.stat().st_size > 0

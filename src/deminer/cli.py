@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--host", help="host id for inputs that do not name their host")
     _add_detect_options(i)
 
-    c = sub.add_parser("collect", help="collect evidence into a bundle (stdlib only)")
-    c.add_argument("args", nargs=argparse.REMAINDER, help="options of deminer-collect")
+    sub.add_parser("collect", add_help=False,
+                   help="collect evidence into a bundle (stdlib only; see deminer collect --help)")
 
     cb = sub.add_parser("collector", help="build the standalone collector")
     cbsub = cb.add_subparsers(dest="collector_command", required=True)
@@ -140,12 +140,15 @@ def cmd_rules(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["collect"]:
+        # The collector has its own options (it also runs alone as a zipapp); argparse's
+        # REMAINDER cannot pass options through, so hand them over before parsing.
+        from deminer.collect.main import main as collect_main
+        return collect_main(argv[1:])
     args = build_parser().parse_args(argv)
     console = Console(highlight=False, soft_wrap=True)
     try:
-        if args.command == "collect":
-            from deminer.collect.main import main as collect_main
-            return collect_main(args.args)
         if args.command == "collector":
             from deminer.collect.zipapp import build
             out = build(args.output)
