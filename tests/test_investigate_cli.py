@@ -120,3 +120,16 @@ def test_collect_subcommand_passes_its_options(tmp_path: Path) -> None:
     out = tmp_path / "b.tar.gz"
     assert main(["collect", "--root", str(root), "--cpu-window", "0", "--no-nice", "-o", str(out)]) == 0
     assert out.stat().st_size > 0
+
+
+def test_export_writes_parquet_tables(tmp_path: Path) -> None:
+    log = AuthLog(host="web1")
+    log.brute_force("203.0.113.9", ["root"], attempts=30, success_user="root")
+    log.write(tmp_path / "auth.log")
+    case = tmp_path / "case"
+    assert main(["investigate", str(tmp_path / "auth.log"), "--case", str(case), "--quiet"]) == 1
+    assert main(["export", str(case)]) == 0
+    import duckdb
+    rows = duckdb.sql(f"SELECT count(*) FROM '{case / 'parquet' / 'events' / 'data.parquet'}'").fetchone()
+    assert rows is not None and rows[0] > 30
+    assert main(["export", str(tmp_path / "nothing")]) == 2

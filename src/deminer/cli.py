@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = cbsub.add_parser("build", help="write the single-file collector zipapp")
     b.add_argument("-o", "--output", type=Path, default=Path("deminer-collect.pyz"))
 
+    e = sub.add_parser("export", help="write a case's tables as Parquet (CASE/parquet/<table>/)")
+    e.add_argument("case", type=Path, help="case folder")
+    e.add_argument("--out", type=Path, help="output folder (default CASE/parquet)")
+
     r = sub.add_parser("rules", help="list the shipped rules")
     r.add_argument("--json", action="store_true")
     return p
@@ -158,6 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_scan(args, console)
         if args.command == "investigate":
             return cmd_investigate(args, console)
+        if args.command == "export":
+            if not (args.case / "case.duckdb").is_file():
+                console.print(f"deminer: error: {clean(args.case)} is not a case folder", markup=False)
+                return 2
+            with Case(args.case) as case:
+                out = case.export_parquet(args.out)
+            console.print(f"Parquet tables written to {clean(out)}", markup=False)
+            return 0
         if args.command == "rules":
             return cmd_rules(args, console)
     except (RuleError, iocs.IocError, OSError) as exc:
