@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from deminer.cli import main
@@ -129,7 +130,6 @@ def test_export_writes_parquet_tables(tmp_path: Path) -> None:
     case = tmp_path / "case"
     assert main(["investigate", str(tmp_path / "auth.log"), "--case", str(case), "--quiet"]) == 1
     assert main(["export", str(case)]) == 0
-    import duckdb
-    rows = duckdb.sql(f"SELECT count(*) FROM '{case / 'parquet' / 'events' / 'data.parquet'}'").fetchone()
-    assert rows is not None and rows[0] > 30
+    rows = duckdb.sql(f"SELECT count(*) FROM '{case / 'parquet' / 'events' / 'data.parquet'}'").fetchall()
+    assert rows[0][0] > 30
     assert main(["export", str(tmp_path / "nothing")]) == 2
