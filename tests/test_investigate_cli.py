@@ -131,5 +131,5 @@ def test_export_writes_parquet_tables(tmp_path: Path) -> None:
     assert main(["investigate", str(tmp_path / "auth.log"), "--case", str(case), "--quiet"]) == 1
     assert main(["export", str(case)]) == 0
     rows = duckdb.sql(f"SELECT count(*) FROM '{case / 'parquet' / 'events' / 'data.parquet'}'").fetchall()
-    assert rows[0][0] > 30
+    assert rows[0][0] >= 30  # failed attempts folded by rsyslog are one row with a count
     assert main(["export", str(tmp_path / "nothing")]) == 2
