@@ -6,14 +6,28 @@ the first source whose ``sniff`` accepts a file parses it, so specific formats c
 
 from __future__ import annotations
 
-from deminer.sources import auth_log, bundle, evtx, web_access, winevent_json, winevent_xml
+from deminer.sources import (
+    auth_log,
+    bundle,
+    evtx,
+    file_listing,
+    registry_hive,
+    task_xml,
+    web_access,
+    winevent_json,
+    winevent_xml,
+)
 from deminer.sources.base import Source
 
 SOURCES: tuple[Source, ...] = (
     bundle.SOURCE,
+    registry_hive.SOURCE,
     evtx.SOURCE,
     winevent_xml.SOURCE,
+    task_xml.SOURCE,
     winevent_json.SOURCE,
     auth_log.SOURCE,
     web_access.SOURCE,
+    # After winevent_json: Elastic-style JSON with file.path + file.size looks like a listing.
+    file_listing.SOURCE,
 )
