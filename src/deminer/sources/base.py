@@ -8,6 +8,7 @@ A source turns one kind of evidence into batches of rows of the normalized table
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,26 @@ def looks_binary(head: bytes) -> bool:
     sample = head[:4096]
     bad = sum(1 for b in sample if b < 9 or 13 < b < 32)
     return bad > len(sample) // 20
+
+
+_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+         (codecs.BOM_UTF16_BE, "utf-16-be"))
+
+
+def bom_encoding(head: bytes, xml: bool = False) -> tuple[str, int] | None:
+    """(codec, BOM length) when ``head`` starts with a byte-order mark, else None.
+
+    With ``xml``, a BOM-less UTF-16 document is recognised by its first ``<``, as Windows
+    tools (wevtutil, PowerShell redirection, the Task Scheduler) write them.
+    """
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            return name, len(bom)
+    if xml and head[:2] == b"<\x00":
+        return "utf-16-le", 0
+    if xml and head[:2] == b"\x00<":
+        return "utf-16-be", 0
+    return None
 
 
 class Batcher:

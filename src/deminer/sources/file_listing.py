@@ -20,7 +20,6 @@ in one ``errors`` row; lines over ``MAX_LINE`` are skipped the same way.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import datetime as dt
 import re
@@ -31,7 +30,7 @@ from typing import Any
 import orjson
 
 from deminer.case import to_utc
-from deminer.sources.base import Batch, Batcher, Source, SourceContext, host_id
+from deminer.sources.base import Batch, Batcher, Source, SourceContext, bom_encoding, host_id
 
 MAX_LINE = 1 << 20                 # characters; a listing line is a few hundred
 _ERRORS_SHOWN = 3
@@ -86,11 +85,7 @@ def _is_listing(plan: dict[str, str]) -> bool:
 
 
 def _encoding(head: bytes) -> tuple[str, int]:
-    for bom, name in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
-                      (codecs.BOM_UTF16_BE, "utf-16-be")):
-        if head.startswith(bom):
-            return name, len(bom)
-    return "utf-8", 0
+    return bom_encoding(head) or ("utf-8", 0)
 
 
 def _delimiter(line: str) -> str:

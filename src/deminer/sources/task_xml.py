@@ -23,7 +23,6 @@ Task Scheduler caches in the registry (``TaskCache\\Tasks\\{GUID}``), for the hi
 
 from __future__ import annotations
 
-import codecs
 import re
 import struct
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from pathlib import Path, PureWindowsPath
 from xml.parsers import expat
 
 from deminer.case import to_utc
-from deminer.sources.base import Batch, Source, SourceContext, SourceError, host_id
+from deminer.sources.base import Batch, Source, SourceContext, SourceError, bom_encoding, host_id
 from deminer.sources.winevent_xml import XmlRefused, safe_expat
 
 TASK_NS = "http://schemas.microsoft.com/windows/2004/02/mit/task"
@@ -46,15 +45,7 @@ _DECL = re.compile(r"^\ufeff?\s*<\?xml[^>]*\?>")
 
 def _encoding(head: bytes) -> tuple[str, int]:
     """(codec, BOM length) of a task file."""
-    for bom, name in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
-                      (codecs.BOM_UTF16_BE, "utf-16-be")):
-        if head.startswith(bom):
-            return name, len(bom)
-    if head[:2] == b"<\x00":
-        return "utf-16-le", 0
-    if head[:2] == b"\x00<":
-        return "utf-16-be", 0
-    return "utf-8", 0
+    return bom_encoding(head, xml=True) or ("utf-8", 0)
 
 
 def sniff(path: Path, head: bytes) -> bool:

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 from xml.parsers import expat
 
 from deminer.sources import windows_events as we
-from deminer.sources.base import Batch, Batcher, Source, SourceContext, SourceError, host_id
+from deminer.sources.base import Batch, Batcher, Source, SourceContext, SourceError, bom_encoding, host_id
 
 EVENT_NS = "http://schemas.microsoft.com/win/2004/08/events/event"
 READ_BYTES = 1 << 20
@@ -93,14 +93,9 @@ def parse_task_xml(content: str) -> tuple[list[str], str | None]:
 
 def _encoding(head: bytes) -> tuple[str, int]:
     """(codec, BOM length) for an export."""
-    for bom, name in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
-                      (codecs.BOM_UTF16_BE, "utf-16-be")):
-        if head.startswith(bom):
-            return name, len(bom)
-    if head[:2] == b"<\x00":
-        return "utf-16-le", 0
-    if head[:2] == b"\x00<":
-        return "utf-16-be", 0
+    found = bom_encoding(head, xml=True)
+    if found:
+        return found
     declared = re.match(rb"\s*<\?xml[^>]*encoding=[\"']([A-Za-z0-9._-]{1,40})", head)
     if declared:
         try:
