@@ -27,11 +27,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deminer.case import Case
-from deminer.collect import persistence
+from deminer.collect import persistence, persistence_systemd
 from deminer.collect.bundle import Context
 from deminer.collect.fileattrs import split_key_line
 from deminer.collect.persistence_systemd import parse_unit
-from deminer.detect.engine import run_rule
+from deminer.detect import iocs
+from deminer.detect.engine import detect, run_rule
 from deminer.detect.rules import RULES_DIR, load_rule
 from deminer.scenarios import linux_host as trees
 from deminer.scenarios.treefs import link, ssh_string, write
@@ -104,9 +105,9 @@ def test_clean_host_lists_normal_jobs_and_skips_packaged_units(tmp_path: Path, r
         "/usr/sbin/logrotate /etc/logrotate.conf"]
     systemd = rows_of(ctx, "systemd")
     # ssh, cron, logrotate and getty come from dpkg unmodified: only the admin's unit is listed.
-    assert [(r["name"], r["command"], r["user"], r["enabled"]) for r in systemd] == [
+    assert [(r["name"], r["command"], r["user"], r["enabled"], r["packaged"]) for r in systemd] == [
         ("myapp.service", "/opt/myapp/bin/server  --config /etc/myapp.yml "
-         "[Restart=on-failure RestartSec=5]", "deploy", True)]
+         "[Restart=on-failure RestartSec=5]", "deploy", True, "unowned")]
     assert rows_of(ctx, "systemd_timer") == [] and rows_of(ctx, "rc") == []
     assert rows_of(ctx, "ld_preload") == [] and rows_of(ctx, "at") == []
     profile_commands = [r["command"] for r in rows_of(ctx, "profile")]
@@ -135,6 +136,43 @@ def test_rows_feed_the_pipe_to_shell_rule(tmp_path: Path, run: Any) -> None:
                    "/etc/systemd/system/pwnrig-update.service:3", "/etc/anacrontab:10",
                    "/var/spool/cron/atjobs/a0000101b7c3d2:12", "/root/.bashrc:18"):
         assert entity in hits
+
+
+def _detect_all(ctx: Capture) -> list[Any]:
+    """Every shipped rule (both stages) over the collector's rows, as ``scan`` runs them."""
+    with Case(None) as case:
+        iocs.load_shipped(case)
+        for table in ("persistence", "files", "ssh_keys"):
+            case.add(table, ctx.rows[table])
+        return detect(case)
+
+
+def test_every_planted_entry_is_named_and_the_clean_host_is_quiet(tmp_path: Path, run: Any) -> None:
+    findings = _detect_all(run(trees.write_infected_host(tmp_path / "infected")))
+    named = {(f.evidence.get("location"), f.evidence.get("line")) for f in findings}
+    named |= {(f.entity, None) for f in findings}
+    missing = [e[:3] for e in trees.INFECTED_ENTRIES if (e[1], e[2]) not in named]
+    assert not missing
+    by_rule = {(f.rule, f.entity): f for f in findings}
+    timer = by_rule["persistence.chained_to_flagged", "/etc/systemd/system/pwnrig.timer:5"]
+    assert timer.severity == "high" and timer.evidence["link"] == "activates pwnrig-update.service"
+    assert "/etc/systemd/system/pwnrig-update.service:3 (persistence.cron_pipe_to_shell)" \
+        in timer.evidence["flagged"]
+    rc_link = by_rule["persistence.chained_to_flagged", "/etc/rc2.d/S99kswapd0"]
+    assert rc_link.evidence["link"] == "runs /etc/init.d/kswapd0" and "line" not in rc_link.evidence
+    binary = by_rule["persistence.binary_in_cron_dir", "/etc/cron.hourly/kswapd"]
+    assert (binary.severity, binary.evidence["magic"], binary.evidence["mode"]) == (
+        "high", "7f454c46", 0o755)
+    vendor = by_rule["persistence.unpackaged_system_unit",
+                     "/lib/systemd/system/systemd-journald-helper.service:5"]
+    assert (vendor.severity, vendor.evidence["packaged"], vendor.evidence["restart"]) == (
+        "high", "unowned", "always")
+    agent = by_rule["persistence.user_unit_watchdog", "/home/deploy/.config/systemd/user/agent.service:2"]
+    assert agent.severity == "medium" and agent.evidence["user"] == "deploy"
+    key = next(f for f in findings if f.rule == "persistence.attacker_authorized_key")
+    assert (key.evidence["location"], key.evidence["line"]) == ("/root/.ssh/authorized_keys", 3)
+    clean = _detect_all(run(trees.write_clean_host(tmp_path / "clean")))
+    assert [(f.rule, f.severity, f.entity) for f in clean if f.severity not in ("info", "low")] == []
 
 
 # --- cron ------------------------------------------------------------------------------------
@@ -219,9 +257,9 @@ def test_unit_reset_shadowing_and_modified_package_file(tmp_path: Path, run: Any
           "[Service]\nExecStart=\nExecStart=/opt/override/worker\n")
     link(tmp_path, f"{etc}/multi-user.target.wants/worker.service", f"{etc}/worker.service")
     ctx = run(tmp_path)
-    ssh = [(r["source_line"], r["command"], r["enabled"])
+    ssh = [(r["source_line"], r["command"], r["enabled"], r["packaged"])
            for r in rows_of(ctx, "systemd", f"{lib}/ssh.service")]
-    assert (7, "/bin/sh -c '/usr/bin/.sshd-helper &'", True) in ssh
+    assert (7, "/bin/sh -c '/usr/bin/.sshd-helper &'", True, "modified") in ssh
     worker = {(r["location"], r["command"], r["enabled"])
               for r in rows_of(ctx) if r["name"] == "worker.service"}
     assert worker == {
@@ -236,6 +274,85 @@ def test_parse_unit_continuations_and_comments() -> None:
              "Restart = always", "[Install]", "WantedBy=x"]
     assert parse_unit(lines) == [(3, "Service", "ExecStart", "/bin/a  --flag"),
                                  (7, "Service", "Restart", "always"), (9, "Install", "WantedBy", "x")]
+
+
+# --- package status (the packaged column) -------------------------------------------------------
+def _packaged(ctx: Capture) -> dict[str, set[str | None]]:
+    out: dict[str, set[str | None]] = defaultdict(set)
+    for r in ctx.rows["persistence"]:
+        out[r["location"]].add(r["packaged"])
+    return out
+
+
+def test_packaged_owned_modified_unowned(tmp_path: Path, run: Any) -> None:
+    root = trees.write_clean_host(tmp_path)
+    trees.register_package(root, "cron-base", [], conffiles=("/etc/crontab",))  # unchanged conffile
+    write(root, "/etc/cron.d/sysstat", "5-55/10 * * * * root command -v debian-sa1 && debian-sa1 1 1\n")
+    trees.register_package(root, "sysstat", ["/etc/cron.d/sysstat"])
+    write(root, "/etc/cron.d/sysstat", "* * * * * root /usr/lib/sysstat/sa1 1 1\n")  # edited since
+    trees.register_package(root, "base-files", [], conffiles=("/etc/profile",))
+    write(root, "/etc/profile", trees.ETC_PROFILE + "/usr/local/bin/motd\n")        # edited conffile
+    # Units linked from /etc to files outside the paths loaded up front: the second pass.
+    for name, changed in (("agent", False), ("probe", True)):
+        write(root, f"/opt/vendor/{name}.service", f"[Service]\nExecStart=/opt/vendor/{name}\n")
+        trees.register_package(root, f"vendor-{name}", [f"/opt/vendor/{name}.service"])
+        if changed:
+            write(root, f"/opt/vendor/{name}.service", "[Service]\nExecStart=/dev/shm/.p\n")
+        link(root, f"/etc/systemd/system/{name}.service", f"/opt/vendor/{name}.service")
+    link(root, "/etc/systemd/system/loose.service", "/srv/loose.service")
+    write(root, "/srv/loose.service", "[Service]\nExecStart=/srv/loose\n")
+    ctx = run(root)
+    got = _packaged(ctx)
+    assert got["/etc/crontab"] == {"owned"}
+    assert got["/etc/cron.d/sysstat"] == {"modified"}
+    assert got["/etc/profile"] == {"modified"}
+    assert got["/etc/cron.d/certbot"] == {"unowned"}
+    assert got["/etc/systemd/system/agent.service"] == {"owned"}
+    assert got["/etc/systemd/system/probe.service"] == {"modified"}
+    assert got["/etc/systemd/system/loose.service"] == {"unowned"}
+    assert got["/home/admin/.bashrc"] == got["/var/spool/cron/crontabs/admin"] == {"unowned"}
+    assert set().union(*got.values()) <= {"owned", "modified", "unowned"}
+    assert errors_of(ctx) == []
+
+
+def test_packaged_is_null_without_a_package_database(tmp_path: Path, run: Any) -> None:
+    root = trees.write_infected_host(tmp_path)
+    shutil.rmtree(root / "var/lib/dpkg")  # an RPM host: nothing the collector can ask
+    ctx = run(root)
+    assert {r["packaged"] for r in ctx.rows["persistence"]} == {None}
+    # Without package data the stock units are listed too, and the vendor-folder rule is quiet.
+    assert "ssh.service" in {r["name"] for r in rows_of(ctx, "systemd")}
+    assert _findings(ctx, "persistence/unpackaged_system_unit.yml") == []
+
+
+def test_packaged_unknown_when_md5_is_refused(tmp_path: Path, run: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    root = trees.write_clean_host(tmp_path)
+    trees.register_package(root, "cron-base", [], conffiles=("/etc/crontab",))
+    monkeypatch.setattr(persistence_systemd, "md5_hex", lambda data: None)  # FIPS mode
+    ctx = run(root)
+    got = _packaged(ctx)
+    # A recorded md5 cannot be compared: unknown, and the file is listed rather than hidden.
+    assert got["/etc/crontab"] == {None}
+    assert got["/etc/cron.d/certbot"] == {"unowned"}
+    assert "ssh.service" in {r["name"] for r in rows_of(ctx, "systemd")}
+
+
+def test_hostile_package_database_is_named_and_the_rest_is_judged(tmp_path: Path, run: Any) -> None:
+    root = trees.write_clean_host(tmp_path)
+    info = root / "var/lib/dpkg/info"
+    (info / "junk.list").write_bytes(bytes(range(256)) * 64 + b"/etc/cron.d/healthcheck\xff\n")
+    (info / "cut.md5sums").write_bytes(b"d41d8cd98f00b204e9800998ecf8427e\nno-separator-here\n  \n")
+    os.mkfifo(info / "stuck.md5sums")  # would block a naive open() forever
+    (info / "huge.list").write_bytes(b"/x" * 300_000 + b"\n/etc/cron.d/certbot\n")
+    ctx = run(root)
+    got = _packaged(ctx)
+    assert got["/etc/cron.d/certbot"] == {"owned"}           # a real line after a huge one
+    assert got["/etc/cron.d/healthcheck"] == {"unowned"}     # the junk line is not its path
+    assert "myapp.service" in {r["name"] for r in rows_of(ctx, "systemd")}
+    assert "ssh.service" not in {r["name"] for r in rows_of(ctx, "systemd")}  # still pristine
+    assert errors_of(ctx) == [
+        "/var/lib/dpkg/info/stuck.md5sums: not a regular file (FIFO), skipped"]
 
 
 # --- rc, profiles, ld.so.preload ---------------------------------------------------------------
@@ -438,6 +555,9 @@ def test_files_rows_for_every_source(tmp_path: Path, run: Any) -> None:
     assert row["sha256"] == hashlib.sha256(data).hexdigest() and row["size"] == len(data)
     assert (row["mode"], row["reason"], row["content_saved"]) == (0o600, "persistence", True)
     assert row["mtime"] == "2024-03-02T03:04:05Z"
+    assert row["magic"] == data[:4].hex()
+    assert files["/etc/cron.hourly/kswapd"]["magic"] == "7f454c46"  # the dropped ELF
+    assert files["/etc/cron.d"]["magic"] is None                    # a folder has none
     for fixed in ("/etc/passwd", "/etc/hosts", "/etc/cron.d", "/var/spool/cron/crontabs"):
         assert fixed in files
     assert files["/etc/cron.d"]["sha256"] is None
@@ -501,6 +621,7 @@ def test_bundle_from_the_command_line(tmp_path: Path, interpreter: str) -> None:
     if exe is None:
         pytest.skip("no Python 3.6 interpreter on this machine")
     root = trees.write_infected_host(tmp_path / "host")
+    write(root, "/lib/systemd/system/cron.service", trees.CRON_UNIT.replace("-f -P", "-f -L 15"))
     out = tmp_path / "bundle.tar.gz"
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     proc = subprocess.run([exe, "-c", "import sys; from deminer.collect.main import main; "
@@ -516,5 +637,8 @@ def test_bundle_from_the_command_line(tmp_path: Path, interpreter: str) -> None:
         names = tar.getnames()
     got = {(r["kind"], r["location"], r["source_line"], r["name"], r["command"]) for r in rows}
     assert set(trees.INFECTED_ENTRIES) <= got
+    packaged = {(r["location"], r["packaged"]) for r in rows}
+    assert ("/lib/systemd/system/cron.service", "modified") in packaged
+    assert ("/etc/systemd/system/xmr.service", "unowned") in packaged
     assert "tables/ssh_keys.jsonl" in names and "tables/files.jsonl" in names
     assert "tables/errors.jsonl" not in names

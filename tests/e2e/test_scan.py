@@ -78,7 +78,7 @@ def running_miner(tmp_path: Path, miner_binary: Path) -> Iterator[tuple[subproce
 def _scan(tmp_path: Path, tree: Path, proc: str = "/proc") -> tuple[int, list[dict[str, Any]]]:
     out = tmp_path / "findings.jsonl"
     rc = main(["scan", "--root", str(tree), "--proc", proc, "--case", str(tmp_path / "case"),
-               "--cpu-window", "1", "--jsonl", str(out), "--quiet"])
+               "--cpu-window", "2", "--jsonl", str(out), "--quiet"])
     return rc, [json.loads(line) for line in out.read_text().splitlines()]
 
 

@@ -11,7 +11,8 @@ as hostile:
   ``backslashreplace``; it tries ``O_NOATIME`` so reading leaves access times as found.
 * ``FileFacts`` remembers the files the collector looked at and writes one ``files`` row per
   file with its ext2-style attribute flags (immutable, append-only: attackers ``chattr +i``
-  their crontabs and keys so cleanup fails), owner, times and, for small files, content.
+  their crontabs and keys so cleanup fails), owner, times, first bytes (``magic``) and, for
+  small files, content.
 * ``read_accounts``/``home_dirs`` read the examined host's own /etc/passwd (never this
   machine's) for file owners and the homes whose start-up files and keys are looked at.
 * ``split_key_line``/``fingerprint`` take apart an authorized_keys line and compute the
@@ -26,7 +27,7 @@ import os
 import re
 import stat
 import struct
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Set, Tuple
 
 from deminer.collect.bundle import Context, fs_text, safe_text, utc_iso
 
@@ -217,6 +218,15 @@ def read_flags(real_path: str) -> Optional[int]:
     return int(struct.unpack("i", buf[:4])[0])
 
 
+def _magic(real_path: str) -> Optional[str]:
+    """The first 4 bytes as hex (ELF is ``7f454c46``): a program dropped where scripts belong."""
+    try:
+        with os.fdopen(_open(real_path), "rb") as fh:
+            return fh.read(4).hex()
+    except (OSError, IOError):
+        return None
+
+
 class FileFacts(object):
     """The files the persistence collector looked at, written as ``files`` rows at the end."""
 
@@ -245,6 +255,7 @@ class FileFacts(object):
         flags = read_flags(real)
         digest: Optional[str] = None
         saved = False
+        magic = _magic(real) if stat.S_ISREG(st.st_mode) else None
         if stat.S_ISREG(st.st_mode) and st.st_size <= SAVE_LIMIT:
             if save:
                 digest = self.ctx.save_file(real, limit=SAVE_LIMIT)
@@ -257,7 +268,7 @@ class FileFacts(object):
             "mtime": utc_iso(st.st_mtime), "ctime": utc_iso(st.st_ctime),
             "mode": stat.S_IMODE(st.st_mode),
             "owner": self.owners.get(st.st_uid, str(st.st_uid)),
-            "sha256": digest, "content_saved": saved,
+            "sha256": digest, "content_saved": saved, "magic": magic,
             "immutable": None if flags is None else bool(flags & FS_IMMUTABLE_FL),
             "append_only": None if flags is None else bool(flags & FS_APPEND_FL),
             "reason": "persistence",
@@ -270,12 +281,28 @@ MAX_ROWS_PER_FILE = 2000     # a crontab of a million lines is reported, not rep
 
 
 class RowWriter(object):
-    """Writes ``persistence`` rows for host files and remembers those files for ``files`` rows."""
+    """Writes ``persistence`` rows for host files and remembers those files for ``files`` rows.
 
-    def __init__(self, ctx: Context, facts: FileFacts) -> None:
+    Rows wait until ``flush`` decides for all at once whether a package owns their files (one
+    more pass over the package database, not one per file); ``file_key`` keeps what that
+    needs of a file (paths, md5) while it is in memory.
+    """
+
+    def __init__(self, ctx: Context, facts: FileFacts,
+                 file_key: Optional[Callable[[HostFile], Hashable]] = None) -> None:
         self.ctx = ctx
         self.facts = facts
+        self.file_key = file_key
+        self.pending: List[Tuple[Dict[str, Any], Hashable]] = []
         self._per_file: Dict[str, int] = {}
+
+    def flush(self, packaged: Callable[[List[Any]], Dict[Any, Optional[str]]]) -> None:
+        """Emit the waiting rows with ``packaged`` set from the verdicts for their files."""
+        verdicts = packaged([key for _, key in self.pending])
+        for row, key in self.pending:
+            row["packaged"] = verdicts.get(key)
+            self.ctx.emit("persistence", row)
+        self.pending = []
 
     def row(self, kind: str, hf: HostFile, line: Optional[int], name: str, command: str,
             user: Optional[str], enabled: Optional[bool]) -> None:
@@ -296,7 +323,7 @@ class RowWriter(object):
         }
         if hf.mtime:
             row["ts"] = hf.mtime
-        self.ctx.emit("persistence", row)
+        self.pending.append((row, self.file_key(hf) if self.file_key else None))
 
 
 def quiet_resolve(ctx: Context, path: str) -> Optional[str]:

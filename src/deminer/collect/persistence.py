@@ -2,11 +2,14 @@
 
 One ``persistence`` row per entry (kinds as in CONTRIBUTING.md) with ``location`` (the host
 path the system reads), ``source`` (the same path with symlinks resolved inside the root),
-``source_line``, ``name``, ``command`` (what runs), ``user``, ``mtime`` and ``enabled``:
+``source_line``, ``name``, ``command`` (what runs), ``user``, ``mtime``, ``enabled`` and
+``packaged`` (does a dpkg package own the file: ``owned``, ``modified``, ``unowned``; None
+without a dpkg database, e.g. on RPM hosts):
 
 * ``cron``: /etc/crontab and /etc/cron.d/* (with their user field), user crontabs (Debian
   /var/spool/cron/crontabs, RHEL /var/spool/cron, SUSE tabs), and the command lines of the
-  /etc/cron.{hourly,daily,weekly,monthly} scripts. ``name`` is the schedule (or the script).
+  /etc/cron.{hourly,daily,weekly,monthly} scripts (a binary there: one row, command = its
+  path). ``name`` is the schedule (or the script).
   Environment lines (``PATH=``, ``MAILTO=``) are not entries.
 * ``anacron`` (/etc/anacrontab), ``at`` (queued jobs: the commands after at's preamble).
 * ``systemd`` / ``systemd_timer``: see ``persistence_systemd``.
@@ -386,10 +389,11 @@ def collect(ctx: Context) -> None:
     """Write every persistence entry of the host, then the files they live in."""
     accounts = fileattrs.read_accounts(ctx)
     owners = fileattrs.uid_names(accounts)
-    rows = RowWriter(ctx, fileattrs.FileFacts(ctx, owners))
     known = {a[0] for a in accounts}
     homes = fileattrs.home_dirs(ctx, accounts)
-    packages = PackageDb(ctx, [*PACKAGE_PREFIXES, "/etc/init.d/"])
+    # Where entries usually live is loaded at once; other paths are asked about in one pass.
+    packages = PackageDb(ctx, [*PACKAGE_PREFIXES, "/etc/", "/var/spool/", "/root/", "/home/"])
+    rows = RowWriter(ctx, fileattrs.FileFacts(ctx, owners), packages.key)
     steps: List[Tuple[str, Callable[[], None]]] = [
         ("cron", lambda: collect_cron(ctx, rows, known)),
         ("at", lambda: collect_at(ctx, rows, owners)),
@@ -407,6 +411,11 @@ def collect(ctx: Context) -> None:
             step()
         except Exception as exc:  # one broken part must not lose the others
             ctx.error("persistence/" + name, "failed: %s: %s" % (type(exc).__name__, exc))
+    try:
+        rows.flush(packages.statuses)
+    except Exception as exc:  # rows without their package status beat no rows
+        ctx.error("persistence/packages", "failed: %s: %s" % (type(exc).__name__, exc))
+        rows.flush(lambda keys: {})
     crontabs = ["/var/spool/cron/crontabs/" + n for n in list_dir(ctx, "/var/spool/cron/crontabs")]
     for path in list(LOCKED) + crontabs:
         real = fileattrs.quiet_resolve(ctx, path)
