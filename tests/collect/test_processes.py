@@ -172,6 +172,23 @@ def test_process_hidden_from_the_listing_is_found(tmp_path: Path, how: str) -> N
     assert [p for p, r in rows.items() if r["hidden"]] == [child.pid]
 
 
+def test_hidden_pid_far_above_every_listed_pid_is_found(fake_proc: FakeProc) -> None:
+    """A miner started after many short-lived processes sits far above every listed pid;
+    the newest pid the kernel handed out (loadavg's last field) still bounds the probe."""
+    far = 1 + 3 * processes.PROBE_MARGIN
+    fake_proc.add(1, b"systemd", exe="/usr/lib/systemd/systemd", ppid=0)
+    fake_proc.add(far, b"kdevtmpfsi", exe="/tmp/.x/kdevtmpfsi (deleted)")
+    (fake_proc.proc / "loadavg").write_text(f"3.10 2.90 2.50 3/180 {far + 7}\n")
+
+    def hide(path: str) -> list[str]:
+        return [n for n in os.listdir(path) if n != str(far)]
+
+    ctx = Context(root=str(fake_proc.root))
+    tables, _ = collect_into_rows(ctx, fake_proc.root.parent / "b.tar.gz",
+                                  lambda c: processes.collect(c, hide, hide))
+    assert {r["pid"] for r in tables["processes"] if r["hidden"]} == {far}
+
+
 def test_getdents_lists_a_folder_like_listdir(tmp_path: Path) -> None:
     if processes.getdents_listdir(str(tmp_path)) is None:
         pytest.skip("no getdents64 via ctypes on this machine")

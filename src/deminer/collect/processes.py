@@ -167,7 +167,14 @@ def find_hidden(ctx: Context, listed: Set[int], listdir: Lister, raw_listdir: Li
         pid_max = int(_read(ctx.proc("sys/kernel/pid_max")).strip())
     except (OSError, ValueError):
         pid_max = PID_MAX_LIMIT
-    top = min(max(known) + PROBE_MARGIN, pid_max) if known else 0
+    # The newest pid the kernel handed out (last field of loadavg) bounds the probe as well:
+    # a hidden miner started after many short-lived processes can sit far above every
+    # listed pid.
+    try:
+        last_pid = int(_read(ctx.proc("loadavg")).split()[-1])
+    except (OSError, ValueError, IndexError):
+        last_pid = 0
+    top = min(max(max(known), last_pid) + PROBE_MARGIN, pid_max) if known else 0
     # Bounded so that hosts with pid_max at 4M still leave time for the other collectors.
     stop = time.time() + max(2.0, 0.25 * ctx.time_left())
     probed = []  # type: List[int]
