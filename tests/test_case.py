@@ -45,3 +45,12 @@ def test_case_persists_and_exports_parquet(tmp_path: Path) -> None:
         assert again.count("dns") == 1
     rows = duckdb.sql(f"SELECT qname, answers FROM '{out / 'dns' / 'data.parquet'}'").fetchall()
     assert rows == [("pool.minexmr.com", ["1.2.3.4"])]
+
+
+def test_ip_hosts_view_maps_addresses_to_hosts() -> None:
+    with Case(None) as case:
+        case.add("hosts", [{"host": "web-01", "ips": ["10.0.0.5", "192.0.2.7"]},
+                           {"host": "db-01", "ips": ["10.0.0.6"]}, {"host": "noip"}])
+        rows = case.query("SELECT ip, host FROM ip_hosts ORDER BY ip")
+    assert rows == [{"ip": "10.0.0.5", "host": "web-01"}, {"ip": "10.0.0.6", "host": "db-01"},
+                    {"ip": "192.0.2.7", "host": "web-01"}]

@@ -128,6 +128,10 @@ class Case:
         self.db.execute("SET TimeZone = 'UTC'")
         for t in TABLES.values():
             self.db.execute(t.ddl())
+        # Network rules attribute flows and lookups to hosts by address through this view.
+        self.db.execute(
+            "CREATE VIEW IF NOT EXISTS ip_hosts AS "
+            "SELECT DISTINCT unnest(ips) AS ip, host FROM hosts WHERE ips IS NOT NULL")
 
     def __enter__(self) -> Case:
         return self
