@@ -63,7 +63,7 @@ def main() -> int:
         scan_cmd = [deminer, "scan", "--cpu-window", str(args.cpu_window), "--case",
                     str(work / "case"), "--quiet"]
         scan_wall, _ = _run(scan_cmd)
-        scan_rss = _peak_of(scan_cmd[:-3] + ["--case", str(work / "case2"), "--quiet"])
+        scan_rss = _peak_of([*scan_cmd[:-3], "--case", str(work / "case2"), "--quiet"])
         base_wall, _ = _run(["bash", "-c", BASELINE])
         shutil.rmtree(work, ignore_errors=True)
     finally:

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as strat
 
 from deminer.case import Case
+from deminer.scenarios.auth_log import FORMATS, AuthLog
 from deminer.sources import SOURCES, auth_log
 from deminer.sources import syslog_time as st
 from deminer.sources.base import SourceError
 from deminer.sources.ingest import ingest, pick_source
-from deminer.scenarios.auth_log import FORMATS, AuthLog
 
 Row = dict[str, Any]
 

@@ -19,10 +19,10 @@ from hypothesis import strategies as strat
 
 from deminer.case import Case
 from deminer.collect.bundle import Context
+from deminer.scenarios.auth_log import AuthLog
 from deminer.sources import SOURCES, bundle
 from deminer.sources.base import SourceContext, SourceError
 from deminer.sources.ingest import ingest, pick_source
-from deminer.scenarios.auth_log import AuthLog
 
 Row = dict[str, Any]
 MINER = b"\x7fELF fake xmrig build for tests " * 64
