@@ -133,3 +133,38 @@ def test_export_writes_parquet_tables(tmp_path: Path) -> None:
     rows = duckdb.sql(f"SELECT count(*) FROM '{case / 'parquet' / 'events' / 'data.parquet'}'").fetchall()
     assert rows[0][0] >= 30  # failed attempts folded by rsyslog are one row with a count
     assert main(["export", str(tmp_path / "nothing")]) == 2
+
+
+SUDO_RULE = """title: Sudo runs a shell script from tmp
+id: 1b7a4c0e-2f55-4f7a-9d6e-0c1f8d9a1234
+status: experimental
+logsource: {product: linux, category: process_creation}
+detection:
+  selection: {CommandLine|contains: '/tmp/'}
+  condition: selection
+level: high
+tags: [attack.execution, attack.t1059.004]
+"""
+MAC_RULE = SUDO_RULE.replace("product: linux", "product: macos").replace("1234", "9999")
+
+
+def test_investigate_runs_user_sigma_rules_and_lists_the_rest(tmp_path: Path) -> None:
+    log = AuthLog(host="web1")
+    log.sudo("alice", "/bin/sh /tmp/.x/run.sh")
+    log.write(tmp_path / "auth.log")
+    rules = tmp_path / "sigma"
+    rules.mkdir()
+    (rules / "sudo_tmp.yml").write_text(SUDO_RULE)
+    (rules / "mac.yml").write_text(MAC_RULE)
+    (rules / "broken.yml").write_text("title: [unclosed\n")
+    case, out = tmp_path / "case", tmp_path / "f.jsonl"
+    rc = main(["investigate", str(tmp_path / "auth.log"), "--case", str(case), "--sigma", str(rules),
+               "--jsonl", str(out), "--quiet"])
+    assert rc == 1
+    found = [json.loads(line) for line in out.read_text().splitlines()]
+    sigma = [f for f in found if f["title"] == "Sudo runs a shell script from tmp"]
+    assert len(sigma) == 1 and sigma[0]["attack"] == ["T1059.004"]
+    assert "mac.yml" in (case / "sigma-not-run.txt").read_text()
+    with duckdb.connect(str(case / "case.duckdb")) as db:
+        errors = db.execute("SELECT source FROM errors WHERE stage = 'sigma'").fetchall()
+    assert any("broken.yml" in e[0] for e in errors)

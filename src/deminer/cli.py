@@ -17,7 +17,7 @@ from rich.console import Console
 from deminer import __version__
 from deminer.case import Case
 from deminer.detect import iocs
-from deminer.detect.engine import detect
+from deminer.detect.engine import detect, sort_findings
 from deminer.detect.finding import Finding
 from deminer.detect.rules import RuleError, load_rules
 from deminer.model import SEVERITIES, severity_rank
@@ -34,6 +34,8 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ioc", type=Path, action="append", default=[],
                    help="extra indicators: CSV (kind,value,family,description) or STIX 2.1 JSON")
     p.add_argument("--quiet", action="store_true", help="print only the summary line")
+    p.add_argument("--sigma", type=Path, action="append", default=[], metavar="DIR",
+                   help="also run the Sigma rules in DIR (repeatable; deminer's own pack always runs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +100,23 @@ def _load_iocs(case: Case, paths: Sequence[Path]) -> None:
         iocs.load_user(case, path)
 
 
+def _detect_all(case: Case, args: argparse.Namespace, console: Console) -> list[Finding]:
+    """The shipped rules, then deminer's Sigma pack and every ``--sigma`` folder."""
+    from deminer.detect.sigma.run import sigma_findings
+
+    findings = detect(case)  # first: it replaces the findings table
+    sigma, problems = sigma_findings(case, args.sigma)
+    skipped = [p for p in problems if p.kind == "unsupported"]
+    if skipped and case.dir is not None:
+        # Valid Sigma rules with no matching log here (a SigmaHQ checkout has thousands):
+        # listed in a file with their reasons, not silently dropped, not flooding the terminal.
+        report = case.dir / "sigma-not-run.txt"
+        report.write_text("".join(f"{p}\n" for p in skipped), encoding="utf-8")
+        console.print(f"Sigma: {len(skipped)} rule(s) not run here (no matching log or unsupported "
+                      f"feature); reasons in {clean(report)}", markup=False)
+    return sort_findings([*findings, *sigma])
+
+
 def cmd_investigate(args: argparse.Namespace, console: Console) -> int:
     with Case(args.case) as case:
         _load_iocs(case, args.ioc)
@@ -105,7 +124,7 @@ def cmd_investigate(args: argparse.Namespace, console: Console) -> int:
         for p in missing:
             case.error(clean(p), "no such file or folder")
         ingest(case, [p for p in args.inputs if p.exists()], host=args.host)
-        findings = detect(case)
+        findings = _detect_all(case, args, console)
         return _finish(case, findings, args, console)
 
 
@@ -125,7 +144,7 @@ def cmd_scan(args: argparse.Namespace, console: Console) -> int:
     with Case(case_dir) as case:
         _load_iocs(case, args.ioc)
         ingest(case, [Path(bundle)])
-        findings = detect(case)
+        findings = _detect_all(case, args, console)
         return _finish(case, findings, args, console)
 
 
