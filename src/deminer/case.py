@@ -1,7 +1,10 @@
 """The case store: one DuckDB database per case holding the normalized tables of ``model``.
 
-Only this module writes to DuckDB. Sources hand it batches of rows; it converts each batch to
-one Arrow table and appends it in a single statement, so ingest cost is per batch, not per row.
+Only this module writes to DuckDB. Sources hand it batches of rows; it gathers them per table
+and appends each gathered set as one Arrow table in one statement, so ingest cost is per
+gathered batch, not per source batch (small files give many small batches, and every INSERT
+on a file database is a commit). Any read goes through ``db`` or ``query``, which write what
+is pending first, so nobody sees a stale table.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def arrow_schema(table: Table) -> pa.Schema:
 
 
 _SCHEMAS: dict[str, pa.Schema] = {name: arrow_schema(t) for name, t in TABLES.items()}
+FLUSH_ROWS = 50_000
 
 
 def _coerce(value: Any, typ: str) -> Any:
@@ -119,17 +123,18 @@ class Case:
     def __init__(self, path: Path | str | None) -> None:
         """Open (or create) the store at ``path``/case.duckdb; ``None`` means in memory."""
         self.dir: Path | None = None
+        self._pending: dict[str, list[Row]] = {}
         if path is None:
-            self.db = duckdb.connect(":memory:")
+            self._db = duckdb.connect(":memory:")
         else:
             self.dir = Path(path)
             self.dir.mkdir(parents=True, exist_ok=True)
-            self.db = duckdb.connect(str(self.dir / "case.duckdb"))
-        self.db.execute("SET TimeZone = 'UTC'")
+            self._db = duckdb.connect(str(self.dir / "case.duckdb"))
+        self._db.execute("SET TimeZone = 'UTC'")
         for t in TABLES.values():
-            self.db.execute(t.ddl())
+            self._db.execute(t.ddl())
         # Network rules attribute flows and lookups to hosts by address through this view.
-        self.db.execute(
+        self._db.execute(
             "CREATE VIEW IF NOT EXISTS ip_hosts AS "
             "SELECT DISTINCT unnest(ips) AS ip, host FROM hosts WHERE ips IS NOT NULL")
 
@@ -144,21 +149,44 @@ class Case:
     ) -> None:
         self.close()
 
+    @property
+    def db(self) -> duckdb.DuckDBPyConnection:
+        """The connection, with every pending row written first."""
+        self.flush()
+        return self._db
+
     def close(self) -> None:
-        self.db.close()
+        self.flush()
+        self._db.close()
 
     def add(self, table: str, rows: Sequence[Row]) -> int:
-        """Append a batch of rows to ``table``; returns how many were written."""
+        """Append a batch of rows to ``table``; returns how many were taken."""
         if not rows:
             return 0
+        if table not in TABLES:
+            raise KeyError(f"unknown table {table!r}")
+        pending = self._pending.setdefault(table, [])
+        pending.extend(rows)
+        if len(pending) >= FLUSH_ROWS:
+            self._write(table)
+        return len(rows)
+
+    def flush(self) -> None:
+        """Write every pending row."""
+        for table in list(self._pending):
+            self._write(table)
+
+    def _write(self, table: str) -> None:
+        rows = self._pending.pop(table, [])
+        if not rows:
+            return
         arrow = rows_to_arrow(table, rows)
-        self.db.register("_batch", arrow)
+        self._db.register("_batch", arrow)
         try:
             cols = ", ".join(f'"{n}"' for n in TABLES[table].names)
-            self.db.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _batch")
+            self._db.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _batch")
         finally:
-            self.db.unregister("_batch")
-        return len(rows)
+            self._db.unregister("_batch")
 
     def add_batches(self, batches: Iterable[tuple[str, Sequence[Row]]]) -> dict[str, int]:
         """Write ``(table, rows)`` batches as a source yields them; returns rows per table."""

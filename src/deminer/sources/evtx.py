@@ -253,7 +253,9 @@ def record_row(record: dict[str, Any], source: str, host: str | None) -> dict[st
         computer=system.get("Computer"), ts=ts,
         user_sid=_attr(security, "UserID") if security else None,
         fields=flatten(event, len(text) <= we.VALUE_CAP and '"#text"' not in text),
-        source=source, host=host, raw=text,
+        # No raw copy: ``data`` holds every field and (source, record_id) finds the record
+        # again; a second copy of each record doubled the case's size and ingest memory.
+        source=source, host=host, raw=None,
     )
 
 

@@ -58,7 +58,8 @@ from sigma.types import (
 from deminer.detect.sigma.mapping import EVENTS_RELATION, FieldSql, UnmappableField, data_field, field_sql
 
 # Columns a keyword (a value without a field) is searched in.
-KEYWORD_COLUMNS = ('"raw"', '"command"')
+# EVTX rows keep no raw copy (data holds every field), so keywords search data too.
+KEYWORD_COLUMNS = ('"raw"', '"command"', '"data"')
 
 _PARTS = {TimestampPart.MINUTE: "minute", TimestampPart.HOUR: "hour", TimestampPart.DAY: "day",
           TimestampPart.WEEK: "week", TimestampPart.MONTH: "month", TimestampPart.YEAR: "year"}
