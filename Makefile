@@ -39,6 +39,7 @@ typecheck: $(TEST_STAMP)
 check: lint typecheck test
 
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run_all.py
 
 clean:
