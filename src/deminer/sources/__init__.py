@@ -7,12 +7,14 @@ the first source whose ``sniff`` accepts a file parses it, so specific formats c
 from __future__ import annotations
 
 from deminer.sources import (
+    archive_zip,
     auth_log,
     bundle,
     evtx,
     file_listing,
     registry_hive,
     task_xml,
+    velociraptor,
     web_access,
     winevent_json,
     winevent_xml,
@@ -25,6 +27,8 @@ SOURCES: tuple[Source, ...] = (
     evtx.SOURCE,
     winevent_xml.SOURCE,
     task_xml.SOURCE,
+    velociraptor.SOURCE,  # a collection's EventLogs results look like Windows JSON
+    archive_zip.SOURCE,  # winevent_json claims a zip of Windows JSON lines only
     winevent_json.SOURCE,
     auth_log.SOURCE,
     web_access.SOURCE,

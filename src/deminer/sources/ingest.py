@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deminer.case import Case
+from deminer.sources import windows_tree
 from deminer.sources.base import Source, SourceContext, SourceError
 
 HEAD_BYTES = 65536
@@ -75,7 +76,9 @@ def ingest(
     for path in paths:
         if path.is_dir() and not path.is_symlink():
             for f in _walk(path):
-                ingest_file(case, f, host, source_list, workdir, summary, explicit=False)
+                # A copy of C:\ (KAPE, a mounted image) names its host in its SYSTEM hive.
+                ingest_file(case, f, host or windows_tree.host_for(f, path), source_list, workdir,
+                            summary, explicit=False)
                 if progress:
                     progress(display_name(f))
         else:
