@@ -142,7 +142,10 @@ MAPPINGS: dict[tuple[str, int], Spec] = {
     ("security", 4634): Spec("logoff", {"user": "TargetUserName", "logon_type": "LogonType"},
                              {"target_logon_id": "TargetLogonId"}),
     ("security", 4647): Spec("logoff", {"user": "TargetUserName"}, {"target_logon_id": "TargetLogonId"}),
-    ("security", 4648): Spec("logon_explicit", {**_LOGON, "dst_host": "TargetServerName"},
+    # In 4648 IpAddress is the *target* server's address (the credentials are used there).
+    ("security", 4648): Spec("logon_explicit", {"user": "TargetUserName", "dst_ip": "IpAddress",
+                                                "dst_port": "IpPort", "process": "ProcessName",
+                                                "pid": "ProcessId", "dst_host": "TargetServerName"},
                              {"target_info": "TargetInfo", **_SUBJECT}),
     ("security", 4672): Spec("special_privileges", {"user": "SubjectUserName"},
                              {"privileges": "PrivilegeList", **_SUBJECT}),
