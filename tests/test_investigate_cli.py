@@ -13,7 +13,7 @@ import pytest
 from deminer.cli import main
 from deminer.scenarios.auth_log import AuthLog
 
-FIELDS = {"rule", "title", "severity", "attack", "host", "ts", "entity", "summary", "evidence"}
+FIELDS = {"id", "rule", "title", "severity", "attack", "host", "ts", "entity", "summary", "evidence"}
 START = dt.datetime(2024, 3, 30, 15, 0)
 
 

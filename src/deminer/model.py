@@ -16,7 +16,9 @@ name; columns a source does not know are left out and stored as NULL.
     flows           a network conversation
     dns             a DNS question and its answers
     iocs            an indicator (shipped lists and the user's ``--ioc`` files)
-    findings        one conclusion of a rule or detector
+    findings        one conclusion of a rule or detector (``id`` is stable across runs)
+    host_verdicts   correlate's verdict per host: infected/suspicious/clean/unknown, since when
+    infection_edges who infected whom: source host -> target host, technique, time, findings
     errors          something that could not be read, with the input named
     inputs          one piece of evidence ingested into the case
 
@@ -119,8 +121,15 @@ TABLES: dict[str, Table] = {
         Table("iocs", _cols(
             "kind VARCHAR, value VARCHAR, family VARCHAR, description VARCHAR, source VARCHAR")),
         Table("findings", _cols(
-            "rule VARCHAR, title VARCHAR, severity VARCHAR, attack VARCHAR[], host VARCHAR, "
+            "id VARCHAR, rule VARCHAR, title VARCHAR, severity VARCHAR, attack VARCHAR[], host VARCHAR, "
             "ts TIMESTAMP, entity VARCHAR, summary VARCHAR, evidence VARCHAR")),
+        Table("host_verdicts", _cols(
+            "host VARCHAR, verdict VARCHAR, infected_at TIMESTAMP, first_finding VARCHAR, "
+            "reason VARCHAR, missing VARCHAR, clock_skew_seconds DOUBLE, "
+            "patient_zero BOOLEAN, entry_vector VARCHAR, at_risk VARCHAR")),
+        Table("infection_edges", _cols(
+            "src_host VARCHAR, dst_host VARCHAR, technique VARCHAR, ts TIMESTAMP, "
+            "attack VARCHAR[], confidence VARCHAR, reason VARCHAR, findings VARCHAR[]")),
         Table("errors", _cols(
             "host VARCHAR, ts TIMESTAMP, source VARCHAR, stage VARCHAR, message VARCHAR")),
         Table("inputs", _cols(

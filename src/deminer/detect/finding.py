@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,10 +21,18 @@ class Finding:
     summary: str
     evidence: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def id(self) -> str:
+        """A stable id from rule, host, entity and time, so graphs and reports can cite it
+        and golden tests compare runs (no counters, no wall clock)."""
+        key = "\x1f".join((self.rule, self.host or "", self.entity,
+                            self.ts.isoformat() if self.ts else ""))
+        return hashlib.sha256(key.encode("utf-8", "backslashreplace")).hexdigest()[:16]
+
     def row(self) -> dict[str, Any]:
         """The ``findings`` table row."""
         return {
-            "rule": self.rule, "title": self.title, "severity": self.severity,
+            "id": self.id, "rule": self.rule, "title": self.title, "severity": self.severity,
             "attack": list(self.attack), "host": self.host, "ts": self.ts,
             "entity": self.entity, "summary": self.summary,
             "evidence": json.dumps(self.evidence, sort_keys=True, default=str),
@@ -32,7 +41,7 @@ class Finding:
     def to_json(self) -> dict[str, Any]:
         """The object written as one line of ``findings.jsonl``."""
         return {
-            "rule": self.rule, "title": self.title, "severity": self.severity,
+            "id": self.id, "rule": self.rule, "title": self.title, "severity": self.severity,
             "attack": list(self.attack), "host": self.host,
             "ts": self.ts.isoformat() + "Z" if self.ts else None,
             "entity": self.entity, "summary": self.summary, "evidence": self.evidence,
