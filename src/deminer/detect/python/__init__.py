@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from deminer.detect.python import base64_hidden, yara_scan
+from deminer.detect.python import base64_hidden, beaconing, yara_scan
 
 if TYPE_CHECKING:
     from deminer.case import Case
@@ -21,4 +21,5 @@ Detector = Callable[["Case", "Rule"], list["Finding"]]
 DETECTORS: dict[str, Detector] = {
     "yara_scan": yara_scan.detect,
     "base64_hidden": base64_hidden.detect,
+    "beaconing": beaconing.detect,
 }
