@@ -12,12 +12,16 @@ from deminer.sources import (
     bundle,
     evtx,
     file_listing,
+    netflow,
+    pcap,
     registry_hive,
+    suricata,
     task_xml,
     velociraptor,
     web_access,
     winevent_json,
     winevent_xml,
+    zeek,
 )
 from deminer.sources.base import Source
 
@@ -25,13 +29,17 @@ SOURCES: tuple[Source, ...] = (
     bundle.SOURCE,
     registry_hive.SOURCE,
     evtx.SOURCE,
+    pcap.SOURCE,
     winevent_xml.SOURCE,
     task_xml.SOURCE,
     velociraptor.SOURCE,  # a collection's EventLogs results look like Windows JSON
     archive_zip.SOURCE,  # winevent_json claims a zip of Windows JSON lines only
     winevent_json.SOURCE,
+    zeek.SOURCE,  # Zeek TSV (#separator/#fields) and JSON lines
+    suricata.SOURCE,  # eve.json
     auth_log.SOURCE,
     web_access.SOURCE,
+    netflow.SOURCE,  # header-driven flow CSV/JSON: after the specific formats
     # After winevent_json: Elastic-style JSON with file.path + file.size looks like a listing.
     file_listing.SOURCE,
 )
