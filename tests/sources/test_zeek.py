@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deminer.case import Case
-from deminer.sources import netflow, netlog, zeek
+from deminer.sources import netlog, zeek
 from deminer.sources.base import SourceContext
 from deminer.sources.ingest import ingest
 from tests.sources import netlog_gen as gen
