@@ -183,7 +183,7 @@ class Context(object):
             "format": BUNDLE_FORMAT,
             "version": BUNDLE_VERSION,
             "collector_version": COLLECTOR_VERSION,
-            "host": host_identity(self.root, self.host),
+            "host": host_identity(self.root, self.host, self.proc_root),
             "root": fs_text(self.root),
             "collected_at": self.collected_at,
             "finished_at": utc_iso(),
@@ -237,8 +237,12 @@ def read_hostname(root: str) -> str:
     return os.path.basename(os.path.abspath(root)).lower() or "unknown"
 
 
-def host_identity(root: str, hostname: str) -> Dict[str, Any]:
-    """Hostname, machine id, OS name and (live only) addresses of the examined host."""
+def host_identity(root: str, hostname: str, proc_root: Optional[str] = None) -> Dict[str, Any]:
+    """Hostname, machine id, OS name and addresses of the examined host.
+
+    Addresses come from the examined /proc (``proc_root``, by default ROOT/proc), so a
+    mounted image with a saved /proc, or a live host, names its own IPs; correlation needs
+    them to tell which host a network finding is about."""
     ident = {"hostname": hostname, "machine_id": None, "os": None, "ips": [],
              "is_root": hasattr(os, "geteuid") and os.geteuid() == 0}  # type: Dict[str, Any]
     try:
@@ -253,17 +257,16 @@ def host_identity(root: str, hostname: str) -> Dict[str, Any]:
                     ident["os"] = line.split("=", 1)[1].strip().strip('"')
     except (OSError, IOError):
         pass
-    if os.path.abspath(root) == "/":
-        ident["ips"] = _local_ips()
+    ident["ips"] = _local_ips(proc_root or os.path.join(root, "proc"))
     return ident
 
 
-def _local_ips() -> List[str]:
-    """Addresses of this host from /proc/net (no sockets opened, nothing sent)."""
+def _local_ips(proc_root: str) -> List[str]:
+    """The host's own addresses from /proc/net/fib_trie (no sockets opened, nothing sent)."""
     ips = set()
     try:
-        with open("/proc/net/fib_trie", "r") as fh:
-            lines = fh.read().splitlines()
+        with open(os.path.join(proc_root, "net/fib_trie"), "rb") as fh:
+            lines = safe_text(fh.read(4 * 1024 * 1024)).splitlines()
         for i, line in enumerate(lines):
             if "/32 host LOCAL" in line and i > 0:
                 ip = lines[i - 1].split()[-1]

@@ -36,6 +36,7 @@ MINER_CONFIG = {
 def write_processes(root: Path, infected: bool = True) -> None:
     """A /proc tree: the usual daemons, plus the miners and their pool socket when infected."""
     proc = FakeProc(root, btime=INFECTED_MTIME - 86400 * 30)
+    proc.addresses([HOST_IP])
     proc.add(1, b"systemd", cmdline=[b"/sbin/init"], exe="/usr/lib/systemd/systemd", ppid=0)
     proc.add(612, b"sshd", cmdline=[b"sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups"],
              exe="/usr/sbin/sshd", sockets=(30001,))

@@ -82,6 +82,13 @@ class FakeProc:
                   "   uid  timeout inode\n")
         (self.proc / "net" / "tcp").write_text(header + "".join(self._tcp))
 
+    def addresses(self, ips: list[str]) -> None:
+        """The host's own IPv4 addresses, in /proc/net/fib_trie's layout (Local table)."""
+        body = "".join(f"     |-- {ip}\n        /32 host LOCAL\n" for ip in ["127.0.0.1", *ips])
+        (self.proc / "net" / "fib_trie").write_text(
+            "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n"
+            "Local:\n  +-- 0.0.0.0/0 3 0 5\n" + body)
+
     def file(self, host_path: str, data: bytes) -> Path:
         real = self.root / host_path.lstrip("/")
         real.parent.mkdir(parents=True, exist_ok=True)
