@@ -23,7 +23,7 @@ demo: $(STAMP)
 # System tools that some tests drive for real (skipped when missing, installed here when root).
 sysdeps:
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
-	  missing=""; for p in e2fsprogs procps python3-hivex tshark; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  missing=""; for p in e2fsprogs procps python3-hivex tshark redis-server chromium; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
 	fi
 
