@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("case", type=Path, help="case folder")
     e.add_argument("--out", type=Path, help="output folder (default CASE/parquet)")
 
+    rp = sub.add_parser("report", help="write report.html, JSONL, graph.json and STIX for a case")
+    rp.add_argument("case", type=Path, help="case folder")
+    rp.add_argument("--out", type=Path, help="output folder (default: the case folder)")
+
     r = sub.add_parser("rules", help="list the shipped rules")
     r.add_argument("--json", action="store_true")
     return p
@@ -77,9 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _finish(case: Case, findings: Sequence[Finding], args: argparse.Namespace,
             console: Console) -> int:
     assert case.dir is not None
-    write_findings(findings, case.dir / "findings.jsonl")
+    from deminer.report.write import write_report
+
+    written = write_report(case, case.dir)
     if args.jsonl:
-        write_findings(findings, args.jsonl)
+        if "findings.jsonl" in written:
+            shutil.copyfile(written["findings.jsonl"], args.jsonl)  # one order, one content
+        else:
+            write_findings(findings, args.jsonl)
     # Every problem is an errors row (ingest failures, lines a source skipped, collector
     # problems, broken rules), so the table alone lists each once.
     errors = [f"{r['source']}: {r['message']}" for r in case.query(
@@ -91,6 +101,8 @@ def _finish(case: Case, findings: Sequence[Finding], args: argparse.Namespace,
     shown = ", ".join(f"{n} {s}" for s, n in reversed(counts.items()) if n)
     console.print(f"\n{len(findings)} findings ({shown or 'none'}); case: {clean(case.dir)}")
     console.print(f"findings: {clean(case.dir / 'findings.jsonl')}")
+    if "report.html" in written:
+        console.print(f"report: {clean(written['report.html'])}")
     return 1 if worst >= severity_rank(args.fail_on) else 0
 
 
@@ -188,6 +200,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             with Case(args.case) as case:
                 out = case.export_parquet(args.out)
             console.print(f"Parquet tables written to {clean(out)}", markup=False)
+            return 0
+        if args.command == "report":
+            if not (args.case / "case.duckdb").is_file():
+                console.print(f"deminer: error: {clean(args.case)} is not a case folder", markup=False)
+                return 2
+            from deminer.report.write import write_report
+            with Case(args.case) as case:
+                files = write_report(case, args.out or args.case)
+            for name, path in sorted(files.items()):
+                console.print(f"{name}: {clean(path)}", markup=False)
             return 0
         if args.command == "rules":
             return cmd_rules(args, console)
