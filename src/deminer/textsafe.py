@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 
 # C0 and C1 controls except tab, plus DEL, bidi overrides and zero-width characters that can
-# hide or reorder text on screen.
-_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
+# hide or reorder text on screen (incl. the Arabic letter mark, line/paragraph separators
+# and the BOM).
+_UNSAFE = re.compile(
+    r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
 def _escape(match: re.Match[str]) -> str:
