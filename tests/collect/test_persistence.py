@@ -27,9 +27,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deminer.case import Case
-from deminer.collect import persistence, persistence_systemd
+from deminer.collect import packages, persistence, shell_lines, sshkeys
 from deminer.collect.bundle import Context
-from deminer.collect.fileattrs import split_key_line
 from deminer.collect.persistence_systemd import parse_unit
 from deminer.detect import iocs
 from deminer.detect.engine import detect, run_rule
@@ -329,7 +328,7 @@ def test_packaged_unknown_when_md5_is_refused(tmp_path: Path, run: Any,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     root = trees.write_clean_host(tmp_path)
     trees.register_package(root, "cron-base", [], conffiles=("/etc/crontab",))
-    monkeypatch.setattr(persistence_systemd, "md5_hex", lambda data: None)  # FIPS mode
+    monkeypatch.setattr(packages, "md5_hex", lambda data: None)  # FIPS mode
     ctx = run(root)
     got = _packaged(ctx)
     # A recorded md5 cannot be compared: unknown, and the file is listed rather than hidden.
@@ -394,13 +393,13 @@ def test_rc_scripts_links_and_package_skip(tmp_path: Path, run: Any) -> None:
     ("cp /var/tmp/x /usr/bin/x", True),
 ])
 def test_profile_heuristic(line: str, runs: bool) -> None:
-    assert persistence.runs_something(line) is runs
+    assert shell_lines.runs_something(line) is runs
 
 
 def test_continued_lines_are_one_command() -> None:
     lines = ["#!/bin/sh", "start-stop-daemon --start \\", "    --exec /usr/bin/x \\", "", "exit 0",
              "echo done"]
-    assert persistence.shell_commands(lines) == [
+    assert shell_lines.shell_commands(lines) == [
         (2, "start-stop-daemon --start --exec /usr/bin/x"), (6, "echo done")]
 
 
@@ -459,9 +458,9 @@ def test_bad_key_lines_are_named_and_the_rest_is_kept(tmp_path: Path, run: Any) 
     assert [r["source_line"] for r in rows_of(ctx, "authorized_key")] == [6]
     errs = errors_of(ctx)
     source = "/home/admin/.ssh/authorized_keys2"
-    assert f"{source}: line 1: key is not valid base64" in errs
-    assert f"{source}: line 2: not a public key line" in errs
-    assert f"{source}: line 3: key blob is not of type ssh-ed25519" in errs
+    assert f"{source}: line 1: key data is not valid base64" in errs
+    assert f"{source}: line 2: unknown key type 'line'" in errs
+    assert f"{source}: line 3: key data is 'ssh-rsa', not ssh-ed25519" in errs
     assert len([e for e in errs if e.startswith(source)]) == 5
 
 
@@ -482,9 +481,9 @@ def test_parsers_never_raise_on_arbitrary_text(text: str) -> None:
     parse_unit(lines)
     persistence.at_commands(lines)
     for line in lines:
-        persistence.runs_something(line)
+        shell_lines.runs_something(line)
         with contextlib.suppress(ValueError):
-            split_key_line(line)
+            sshkeys.parse_public_key_line(line)
 
 
 # --- hostile trees -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deminer.collect import processes, sockets
+from deminer.collect import processes, procfs, sockets
 from deminer.collect.bundle import Context, utc_iso
 from deminer.scenarios.proc_tree import BTIME, PF_KTHREAD, FakeProc, stat_line
 from tests.collect.conftest import (
@@ -175,7 +175,7 @@ def test_process_hidden_from_the_listing_is_found(tmp_path: Path, how: str) -> N
 def test_hidden_pid_far_above_every_listed_pid_is_found(fake_proc: FakeProc) -> None:
     """A miner started after many short-lived processes sits far above every listed pid;
     the newest pid the kernel handed out (loadavg's last field) still bounds the probe."""
-    far = 1 + 3 * processes.PROBE_MARGIN
+    far = 1 + 3 * procfs.PROBE_MARGIN
     fake_proc.add(1, b"systemd", exe="/usr/lib/systemd/systemd", ppid=0)
     fake_proc.add(far, b"kdevtmpfsi", exe="/tmp/.x/kdevtmpfsi (deleted)")
     (fake_proc.proc / "loadavg").write_text(f"3.10 2.90 2.50 3/180 {far + 7}\n")
@@ -190,7 +190,7 @@ def test_hidden_pid_far_above_every_listed_pid_is_found(fake_proc: FakeProc) -> 
 
 
 def test_getdents_lists_a_folder_like_listdir(tmp_path: Path) -> None:
-    if processes.getdents_listdir(str(tmp_path)) is None:
+    if procfs.getdents_listdir(str(tmp_path)) is None:
         pytest.skip("no getdents64 via ctypes on this machine")
     folder = os.fsencode(tmp_path)
     # ~220 bytes per record: 600 of them take three 64 KiB getdents64 calls.
@@ -198,10 +198,10 @@ def test_getdents_lists_a_folder_like_listdir(tmp_path: Path) -> None:
     names += [b"caf\xe9", b"new\nline", b"\x1b[2J", b".hidden"]
     for name in names:
         os.close(os.open(os.path.join(folder, name), os.O_CREAT | os.O_WRONLY))
-    got = processes.getdents_listdir(str(tmp_path))
+    got = procfs.getdents_listdir(str(tmp_path))
     assert got is not None and sorted(got) == sorted(os.listdir(tmp_path))
     assert len(got) == len(names)
-    proc = processes.getdents_listdir("/proc")
+    proc = procfs.getdents_listdir("/proc")
     assert proc is not None and str(os.getpid()) in proc
 
 

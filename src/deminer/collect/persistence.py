@@ -14,31 +14,30 @@ without a dpkg database, e.g. on RPM hosts):
 * ``anacron`` (/etc/anacrontab), ``at`` (queued jobs: the commands after at's preamble).
 * ``systemd`` / ``systemd_timer``: see ``persistence_systemd``.
 * ``rc``: rc.local, /etc/init.d scripts and /etc/rc*.d links a package did not install.
-* ``profile``: shell start-up files. Only lines that run something are kept, by this
-  heuristic: comments, blank lines, shell syntax (``if``/``fi``/``case``...) and segments
-  made only of builtins that run nothing (``export``, ``alias``, ``umask``, ``shopt``,
-  ``[``/``test``, assignments) are dropped; a segment starting with any other word (a
-  program, ``.``/``source``, ``eval``) or using ``$(...)``/backticks is kept, and so is
-  every line with a URL, a tmp path, ``nohup``/``setsid``, a trailing ``&``, ``curl``,
-  ``wget``, ``base64``, ``python -c``, ``perl -e``, ``/dev/tcp``, ``LD_PRELOAD``,
-  ``PROMPT_COMMAND`` or ``BASH_ENV``. The same filter picks the command lines of cron,
-  at and rc scripts.
-* ``ld_preload`` (/etc/ld.so.preload, one row per library) and ``authorized_key`` (every
-  home's authorized_keys files, also those named by sshd's AuthorizedKeysFile; one row per
-  key, plus an ``ssh_keys`` row with the OpenSSH SHA256 fingerprint).
+* ``profile``: shell start-up files, only the lines that run something (``shell_lines``;
+  the same filter picks the command lines of cron, at and rc scripts).
+* ``ld_preload`` (/etc/ld.so.preload, one row per library) and ``authorized_key`` (one row
+  per key, plus an ``ssh_keys`` row with the OpenSSH SHA256 fingerprint) from the files sshd
+  reads for each home's account (see ``sshd``), and, with ``enabled`` false, from the
+  default files and any other file an sshd_config line names that sshd does not read for
+  that account (a key planted there is still evidence).
 
 Every file a row came from, and a fixed list of files attackers lock, gets a ``files`` row
-with its immutable / append-only flags (see ``fileattrs``).
+with its immutable / append-only flags (see ``fileattrs``). Whether a package owns a file
+comes from ``packages``.
 """
 
 import re
 import stat
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from deminer.collect import fileattrs
+from deminer.collect import fileattrs, hostfs, sshd, sshkeys
 from deminer.collect.bundle import Context, fs_text
-from deminer.collect.fileattrs import HostFile, RowWriter, clip, entry_mode, list_dir, read_file
-from deminer.collect.persistence_systemd import PACKAGE_PREFIXES, PackageDb, collect_systemd
+from deminer.collect.fileattrs import HostFile, RowWriter, clip, read_file
+from deminer.collect.hostfs import entry_mode, list_dir
+from deminer.collect.packages import PackageDb
+from deminer.collect.persistence_systemd import PACKAGE_PREFIXES, collect_systemd
+from deminer.collect.shell_lines import shell_commands
 
 CRON_SCRIPT_DIRS = ("/etc/cron.hourly", "/etc/cron.daily", "/etc/cron.weekly", "/etc/cron.monthly")
 USER_CRONTAB_DIRS = ("/var/spool/cron/crontabs", "/var/spool/cron", "/var/spool/cron/tabs")
@@ -49,107 +48,10 @@ RC_LINK_DIRS = tuple("/etc/rc%s.d" % r for r in "0123456S") + tuple(
 SYSTEM_PROFILES = ("/etc/profile", "/etc/bash.bashrc", "/etc/bashrc", "/etc/environment")
 HOME_PROFILES = (".bashrc", ".bash_profile", ".profile", ".bash_login", ".bash_logout", ".zshrc",
                  ".zshenv", ".zprofile", ".zlogin")
-KEY_FILES = (".ssh/authorized_keys", ".ssh/authorized_keys2")
 # Checked for immutable/append-only flags even when nothing in them is a row (attackers lock
 # these so their user, keys and jobs survive cleanup). Hashed, never copied: shadow holds hashes.
 LOCKED = ("/etc/crontab", "/etc/cron.d", "/var/spool/cron/crontabs", "/etc/ld.so.preload",
           "/etc/hosts", "/etc/passwd", "/etc/shadow", "/etc/sudoers", "/etc/ssh/sshd_config")
-
-# --- shell lines ------------------------------------------------------------------------
-_MARKERS = re.compile(
-    r"[A-Za-z][A-Za-z0-9+.-]*://|/tmp/|/var/tmp/|/dev/shm|/dev/(?:tcp|udp)/"
-    r"|\b(?:nohup|setsid|disown|curl|wget|base64|LD_PRELOAD|PROMPT_COMMAND|BASH_ENV)\b"
-    r"|\bpython[0-9.]*\s+-c\b|\bperl\s+-e\b|(?:^|[^&])&\s*$")
-_INERT = frozenset([
-    "export", "alias", "unalias", "readonly", "declare", "typeset", "local", "unset", "shopt",
-    "set", "setopt", "unsetopt", "bind", "bindkey", "complete", "compdef", "zstyle", "autoload",
-    "umask", "ulimit", "return", "exit", "true", "false", ":", "[", "[[", "test", "case", "esac",
-    "fi", "done", "for", "select", "in", "function", "}", ")", ";;", "break", "continue", "shift",
-    "cd", "pushd", "popd", "command", "type", "hash", "read", "let", "getopts", "wait"])
-_PREFIX = frozenset(["if", "then", "else", "elif", "do", "while", "until", "!", "time", "{", "(",
-                     "exec", "builtin"])
-_ASSIGN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\[[^]]*\])?\+?=")
-_CASE_LABEL = re.compile(r"^\(?[^\s()=;'\"]+(?:\s*\|\s*[^\s()=;'\"]+)*\)")
-_FUNC = re.compile(r"^(?:function\s+)?[A-Za-z_][\w:.-]*\s*\(\s*\)\s*\{?\s*$")
-MAX_JOINED = 200  # continuation lines joined into one command at most
-
-
-def _commands(line: str) -> List[List[str]]:
-    """Words of each simple command of a line: quotes kept whole, split on unquoted
-    ``; & | && ||`` (not the ``&`` of ``2>&1``), ending at a ``#`` that starts a word."""
-    cmds: List[List[str]] = [[]]
-    word, quote, i = "", "", 0
-    while i < len(line):
-        c = line[i]
-        if quote:
-            if c == "\\" and quote == '"':
-                word += line[i:i + 2]
-                i += 2
-                continue
-            if c == quote:
-                quote = ""
-            word += c
-        elif c == "\\":
-            word += line[i:i + 2]
-            i += 2
-            continue
-        elif c in "'\"":
-            quote = c
-            word += c
-        elif c == "#" and not word:
-            break
-        elif c in " \t" or c in ";|" or (c == "&" and line[i - 1:i] not in ("<", ">")
-                                         and line[i + 1:i + 2] != ">"):
-            if word:
-                cmds[-1].append(word)
-                word = ""
-            if c not in " \t":
-                cmds.append([])
-        else:
-            word += c
-        i += 1
-    if word:
-        cmds[-1].append(word)
-    return [c for c in cmds if c]
-
-
-def runs_something(line: str) -> bool:
-    """Whether a shell line starts a program (the heuristic in the module docstring)."""
-    text = line.strip()
-    if not text or text.startswith("#") or _FUNC.match(text):
-        return False
-    if _MARKERS.search(text) or "$(" in text or "`" in text:
-        return True
-    label = _CASE_LABEL.match(text)
-    if label:
-        text = text[label.end():]
-    for words in _commands(text):
-        while words and (words[0] in _PREFIX or _ASSIGN.match(words[0])):
-            words.pop(0)
-        first = words[0].lstrip("({") if words else ""
-        if first and first not in _INERT:
-            return True
-    return False
-
-
-def shell_commands(lines: List[str], first: int = 1) -> List[Tuple[int, str]]:
-    """(line number, text) of the commands of a script that run something; a line ending in
-    a backslash is joined with the next ones, numbered by its first line."""
-    out: List[Tuple[int, str]] = []
-    i = 0
-    while i < len(lines):
-        no, parts = first + i, [lines[i].strip()]
-        i += 1
-        while (parts[-1].endswith("\\") and not parts[0].startswith("#") and i < len(lines)
-               and len(parts) < MAX_JOINED):
-            parts[-1] = parts[-1][:-1].rstrip()
-            parts.append(lines[i].strip())
-            i += 1
-        text = " ".join(p for p in parts if p)
-        if runs_something(text):
-            out.append((no, text))
-    return out
-
 
 def _script_rows(ctx: Context, rows: RowWriter, kind: str, hf: HostFile, name: str,
                  user: Optional[str], enabled: bool) -> None:
@@ -331,66 +233,52 @@ def collect_ld_preload(ctx: Context, rows: RowWriter) -> None:
 
 
 # --- authorized keys ----------------------------------------------------------------------
-def _sshd_key_patterns(ctx: Context) -> List[str]:
-    """AuthorizedKeysFile patterns from sshd_config (a backdoor can add its own file)."""
-    found: List[str] = []
-    confs = ["/etc/ssh/sshd_config"] + ["/etc/ssh/sshd_config.d/" + n
-                                        for n in list_dir(ctx, "/etc/ssh/sshd_config.d")]
-    for path in confs:
-        hf = read_file(ctx, path)
-        for line in hf.lines() if hf else []:
-            words = line.split()
-            if len(words) > 1 and words[0].lower() == "authorizedkeysfile":
-                found += [w for w in words[1:] if w.lower() != "none" and w not in found]
-    return found
-
-
-def collect_keys(ctx: Context, rows: RowWriter, accounts: List[fileattrs.Account],
+def collect_keys(ctx: Context, rows: RowWriter, users: List[hostfs.User],
                  homes: List[Tuple[str, str]]) -> None:
-    patterns = list(KEY_FILES) + _sshd_key_patterns(ctx)
-    uids = {name: uid for name, uid, _ in accounts}
+    files = sshd.authorized_keys_files(ctx)
+    uids = {u.name: u.uid for u in users}
     for user, home in homes:
+        used = files.used(user)
+        # Also the files sshd does not read for this user: a key planted there is evidence.
         seen: Set[str] = set()
-        for pattern in patterns:
-            path = (pattern.replace("%%", "\0").replace("%h", home).replace("%u", user)
-                    .replace("%U", str(uids.get(user, ""))).replace("\0", "%"))
-            path = path if path.startswith("/") else home.rstrip("/") + "/" + path
+        for pattern in used + [p for p in sshd.DEFAULT_FILES + files.named if p not in used]:
+            path = sshd.key_file_path(pattern, user, home, uids.get(user))
             if path in seen:
                 continue
             seen.add(path)
-            real = fileattrs.quiet_resolve(ctx, path)
+            real = hostfs.quiet_resolve(ctx, path)
             if real is not None:  # flags are worth knowing even for an empty key file
                 rows.facts.note(real)
             hf = read_file(ctx, path)
             if hf is not None:
-                _key_rows(ctx, rows, hf, user)
+                _key_rows(ctx, rows, hf, user, pattern in used)
 
 
-def _key_rows(ctx: Context, rows: RowWriter, hf: HostFile, user: str) -> None:
+def _key_rows(ctx: Context, rows: RowWriter, hf: HostFile, user: str, enabled: bool) -> None:
     for no, line in enumerate(hf.lines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
         try:
-            options, key_type, blob, comment = fileattrs.split_key_line(line)
-            fp = fileattrs.fingerprint(key_type, blob)
+            parsed = sshkeys.parse_public_key_line(line)
         except ValueError as exc:
             ctx.error(hf.path, "line %d: %s" % (no, exc))
             continue
-        rows.row("authorized_key", hf, no, comment, line.strip(), user, True)
+        if parsed is None:  # blank or comment
+            continue
+        options, key_type, blob, comment = parsed
+        rows.row("authorized_key", hf, no, comment, line.strip(), user, enabled)
         ctx.emit("ssh_keys", {
             "ts": hf.mtime or ctx.collected_at, "source": fs_text(hf.real_path),
             "source_line": no, "kind": "authorized", "path": fs_text(hf.path),
-            "user": fs_text(user), "key_type": key_type, "fingerprint": fp,
+            "user": fs_text(user), "key_type": key_type, "fingerprint": sshkeys.fingerprint(blob),
             "comment": clip(comment), "options": clip(options) or None, "mtime": hf.mtime or None})
 
 
 # --- the whole collector ----------------------------------------------------------------
 def collect(ctx: Context) -> None:
     """Write every persistence entry of the host, then the files they live in."""
-    accounts = fileattrs.read_accounts(ctx)
-    owners = fileattrs.uid_names(accounts)
-    known = {a[0] for a in accounts}
-    homes = fileattrs.home_dirs(ctx, accounts)
+    users = hostfs.read_users(ctx)
+    owners = hostfs.owner_names(users)
+    known = {u.name for u in users}
+    homes = hostfs.homes(ctx, users, walkable=False)
     # Where entries usually live is loaded at once; other paths are asked about in one pass.
     packages = PackageDb(ctx, [*PACKAGE_PREFIXES, "/etc/", "/var/spool/", "/root/", "/home/"])
     rows = RowWriter(ctx, fileattrs.FileFacts(ctx, owners), packages.key)
@@ -401,7 +289,7 @@ def collect(ctx: Context) -> None:
         ("rc", lambda: collect_rc(ctx, rows, packages)),
         ("profile", lambda: collect_profiles(ctx, rows, homes)),
         ("ld_preload", lambda: collect_ld_preload(ctx, rows)),
-        ("authorized_key", lambda: collect_keys(ctx, rows, accounts, homes)),
+        ("authorized_key", lambda: collect_keys(ctx, rows, users, homes)),
     ]
     for name, step in steps:
         if ctx.time_left() <= 0:
@@ -418,7 +306,7 @@ def collect(ctx: Context) -> None:
         rows.flush(lambda keys: {})
     crontabs = ["/var/spool/cron/crontabs/" + n for n in list_dir(ctx, "/var/spool/cron/crontabs")]
     for path in list(LOCKED) + crontabs:
-        real = fileattrs.quiet_resolve(ctx, path)
+        real = hostfs.quiet_resolve(ctx, path)
         if real is not None:
             rows.facts.note(real, save=False)
     rows.facts.emit()

@@ -6,41 +6,26 @@ line, the executable (hashed once per binary, its content saved when it looks pl
 ``LD_PRELOAD`` from ``environ`` and CPU use sampled over ``ctx.cpu_window`` seconds. While it
 walks ``/proc/PID/fd`` it also notes which process holds which socket, for ``sockets``.
 
-Hidden processes. A libprocesshider-style rootkit in /etc/ld.so.preload hooks libc's
-``readdir`` in *every* process, this collector included, and ``os.listdir`` goes through
-libc's ``readdir``, so the miner's pid is silently dropped. Three views are compared::
-
-    os.listdir('/proc')    libc readdir: what ps and top see (a preload hook filters it)
-    getdents64 syscall     the kernel's own listing via ctypes (a preload hook cannot touch it)
-    os.stat('/proc/PID')   every pid up to the highest seen + PROBE_MARGIN
-                           (a kernel rootkit filters getdents but rarely the lookup)
-
-A pid in the second view but not the first, or answering the third but listed by neither
-(and not a thread), is emitted with ``hidden=True``.
+Hidden processes (a libprocesshider-style ld.so.preload hook, or a kernel rootkit) are
+found by comparing three views of /proc (see ``procfs``) and emitted with ``hidden=True``.
 """
 
 import errno
 import hashlib
 import os
 import stat
-import struct
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
-from deminer.collect import sockets
+from deminer.collect import hostfs, sockets
 from deminer.collect.bundle import Context, fs_text, safe_text, utc_iso
-
-Lister = Callable[[str], Optional[List[str]]]
+from deminer.collect.procfs import Lister, find_hidden, getdents_listdir, pids_in, read_proc, status_field
 
 SUSPICIOUS_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/")
-PROBE_MARGIN = 1000
-PID_MAX_LIMIT = 4194304  # the kernel's ceiling on 64-bit hosts, if pid_max cannot be read
 CMDLINE_CAP = 256 * 1024
 ENVIRON_CAP = 4 * 1024 * 1024
 COMM_LEN = 15  # TASK_COMM_LEN - 1: the kernel cuts process names to this
 _PF_KTHREAD = 0x00200000
-_GETDENTS64 = {"x86_64": 217, "aarch64": 61}
-_DIRENT64 = struct.Struct("=QqHB")  # d_ino, d_off, d_reclen, d_type; d_name follows
 _GONE = (errno.ENOENT, errno.ESRCH)
 _DENIED = (errno.EACCES, errno.EPERM)
 
@@ -89,114 +74,6 @@ class Problems(object):
         self.seen = {}
 
 
-def _read(path: str, cap: int = 65536) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read(cap)
-
-
-def getdents_listdir(path: str) -> Optional[List[str]]:
-    """Names in ``path`` from the getdents64 syscall itself, bypassing libc's readdir.
-
-    Returns None where the syscall cannot be made (no ctypes, another CPU, seccomp).
-    """
-    nr = _GETDENTS64.get(os.uname().machine)
-    if nr is None:
-        return None
-    try:
-        import ctypes
-        syscall = ctypes.CDLL(None, use_errno=True).syscall
-    except (ImportError, OSError, AttributeError):
-        return None
-    syscall.restype = ctypes.c_long
-    buf = ctypes.create_string_buffer(1 << 16)
-    names = []  # type: List[str]
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        while True:
-            n = syscall(ctypes.c_long(nr), ctypes.c_int(fd), buf, ctypes.c_uint(len(buf)))
-            if n < 0:
-                err = ctypes.get_errno()
-                if err in (errno.ENOSYS, errno.EPERM):
-                    return None
-                raise OSError(err, os.strerror(err), path)
-            if n == 0:
-                return names
-            data, off = buf.raw[:n], 0
-            while off + _DIRENT64.size <= n:
-                reclen = _DIRENT64.unpack_from(data, off)[2]
-                if reclen < _DIRENT64.size:
-                    raise OSError(errno.EIO, "malformed getdents64 record", path)
-                name = data[off + _DIRENT64.size:off + reclen].split(b"\0", 1)[0]
-                if name not in (b".", b".."):
-                    names.append(os.fsdecode(name))
-                off += reclen
-    finally:
-        os.close(fd)
-
-
-def _pids(lister: Lister, path: str) -> Optional[Set[int]]:
-    try:
-        names = lister(path)
-    except OSError:
-        return None
-    return None if names is None else {int(n) for n in names if sockets.is_number(n)}
-
-
-def _status_field(data: bytes, key: bytes) -> List[bytes]:
-    for line in data.splitlines():
-        if line.startswith(key + b":"):
-            return line.split()[1:]
-    return []
-
-
-def _tgid(ctx: Context, pid: int) -> Optional[int]:
-    try:
-        return int(_status_field(_read(ctx.proc("%d/status" % pid)), b"Tgid")[0])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def find_hidden(ctx: Context, listed: Set[int], listdir: Lister, raw_listdir: Lister) -> Set[int]:
-    """Pids hidden from ``listdir``: seen by ``raw_listdir`` or only answering ``stat``."""
-    raw = _pids(raw_listdir, ctx.proc()) or set()
-    known = listed | raw
-    for pid in list(known):
-        # Threads answer stat('/proc/TID') without being listed; they are not processes.
-        known |= _pids(listdir, ctx.proc("%d/task" % pid)) or set()
-    try:
-        pid_max = int(_read(ctx.proc("sys/kernel/pid_max")).strip())
-    except (OSError, ValueError):
-        pid_max = PID_MAX_LIMIT
-    # The newest pid the kernel handed out (last field of loadavg) bounds the probe as well:
-    # a hidden miner started after many short-lived processes can sit far above every
-    # listed pid.
-    try:
-        last_pid = int(_read(ctx.proc("loadavg")).split()[-1])
-    except (OSError, ValueError, IndexError):
-        last_pid = 0
-    top = min(max(max(known), last_pid) + PROBE_MARGIN, pid_max) if known else 0
-    # Bounded so that hosts with pid_max at 4M still leave time for the other collectors.
-    stop = time.time() + max(2.0, 0.25 * ctx.time_left())
-    probed = []  # type: List[int]
-    base = ctx.proc()
-    for pid in range(1, top + 1):
-        if pid & 1023 == 0 and time.time() > stop:
-            ctx.error(base, "stopped probing for hidden pids at %d of %d: time budget" % (pid, top))
-            break
-        if pid not in known:
-            try:
-                os.stat(os.path.join(base, str(pid)))
-            except OSError:
-                continue
-            probed.append(pid)
-    # A pid that shows up in a second listing was born during the probe, not hidden.
-    again = _pids(listdir, base) or set()
-    raw_again = _pids(raw_listdir, base) or set()
-    cands = {p for p in raw - listed if p not in again}
-    cands |= {p for p in probed if p not in again and p not in raw_again}
-    return {p for p in cands if _tgid(ctx, p) in (None, p)}
-
-
 def _cmd_args(data: bytes) -> List[bytes]:
     args = data.split(b"\0")
     while args and not args[-1]:
@@ -209,20 +86,6 @@ def _env_value(env: bytes, name: bytes) -> Optional[str]:
         if item.startswith(name + b"="):
             return safe_text(item[len(name) + 1:])
     return None
-
-
-def read_users(path: str) -> Dict[int, str]:
-    """uid -> user name from a passwd file (the first entry wins, as with getpwuid)."""
-    users = {}  # type: Dict[int, str]
-    try:
-        data = _read(path, 16 * 1024 * 1024)
-    except OSError:
-        return users
-    for line in data.splitlines():
-        parts = line.split(b":")
-        if len(parts) >= 3 and parts[2].strip().isdigit():
-            users.setdefault(int(parts[2]), safe_text(parts[0]))
-    return users
 
 
 def _sysconf(name: str, default: int) -> int:
@@ -241,18 +104,18 @@ class _Reader(object):
 
     def __init__(self, ctx: Context, live: bool, problems: Problems) -> None:
         self.ctx, self.live, self.problems = ctx, live, problems
-        self.users = read_users(ctx.path("/etc/passwd"))
+        self.users = hostfs.owner_names(hostfs.read_users(ctx))
         self.clk = _sysconf("SC_CLK_TCK", 100)
         self.page = _sysconf("SC_PAGE_SIZE", 4096)
         self.btime = None  # type: Optional[int]
         try:
-            for line in _read(ctx.proc("stat"), 1 << 20).splitlines():
+            for line in read_proc(ctx.proc("stat"), 1 << 20).splitlines():
                 if line.startswith(b"btime "):
                     self.btime = int(line.split()[1])
         except (OSError, ValueError, IndexError):
             pass
         self.hashes = {}  # type: Dict[Tuple[int, int], Optional[str]]
-        self.saved = set()  # type: Set[Tuple[int, int]]
+        self.saved: Set[Tuple[int, int]] = set()
         self.owners = {}  # type: Dict[int, int]
 
     def _try(self, what: str, pid: int, func: Callable[..., Any], *args: Any) -> Any:
@@ -270,7 +133,7 @@ class _Reader(object):
             ) -> Optional[Dict[str, Any]]:
         d = self.ctx.proc(str(pid))
         try:
-            data = _read(d + "/stat", 4096)
+            data = read_proc(d + "/stat", 4096)
         except OSError as exc:
             self.problems.add("stat", pid, exc)
             return None
@@ -278,9 +141,9 @@ class _Reader(object):
         if st is None:
             self.problems.add("stat", pid, ValueError("malformed, not a /proc stat line"))
             return None
-        args = _cmd_args(self._try("cmdline", pid, _read, d + "/cmdline", CMDLINE_CAP) or b"")
-        status = self._try("status", pid, _read, d + "/status") or b""
-        uid_field = _status_field(status, b"Uid")
+        args = _cmd_args(self._try("cmdline", pid, read_proc, d + "/cmdline", CMDLINE_CAP) or b"")
+        status = self._try("status", pid, read_proc, d + "/status") or b""
+        uid_field = status_field(status, b"Uid")
         uid = int(uid_field[1]) if len(uid_field) > 1 and uid_field[1].isdigit() else None
         cpu = None
         if before is not None and now > before[0] and before[2] == st.starttime:  # same process
@@ -298,7 +161,7 @@ class _Reader(object):
             return row
         cwd = self._try("cwd", pid, os.readlink, d + "/cwd")
         row["cwd"] = fs_text(cwd) if cwd is not None else None
-        env = self._try("environ", pid, _read, d + "/environ", ENVIRON_CAP)
+        env = self._try("environ", pid, read_proc, d + "/environ", ENVIRON_CAP)
         if env is not None:
             row["ld_preload"] = _env_value(env, b"LD_PRELOAD")
         self._exe(row, pid, d, st.comm, args, cwd)
@@ -390,7 +253,7 @@ def _sample(ctx: Context, pids: List[int]) -> Dict[int, Tuple[float, int, int]]:
     out = {}  # type: Dict[int, Tuple[float, int, int]]
     for pid in pids:
         try:
-            st = parse_stat(_read(ctx.proc("%d/stat" % pid), 4096))
+            st = parse_stat(read_proc(ctx.proc("%d/stat" % pid), 4096))
         except OSError:
             continue
         if st is not None:
@@ -406,7 +269,7 @@ def collect(ctx: Context, listdir: Optional[Lister] = None,
             raw_listdir: Optional[Lister] = None) -> None:
     """Emit every process; ``listdir``/``raw_listdir`` replace the two /proc listings in tests."""
     lister = listdir or os.listdir  # type: Lister
-    listed = _pids(lister, ctx.proc())
+    listed = pids_in(lister, ctx.proc())
     live = proc_is_live(ctx)
     if listed is None:
         if live:  # a mounted image without /proc is normal; a live host without it is not

@@ -22,21 +22,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from deminer.sources import syslog_time as st
-from deminer.sources.base import (
-    BATCH_ROWS,
-    Batch,
-    Source,
-    SourceContext,
-    SourceError,
-    host_id,
-    looks_binary,
-)
+from deminer.sources import textlog
+from deminer.sources.base import BATCH_ROWS, Batch, Source, SourceContext, host_id
 
 RAW_CAP = 2048            # ``raw`` keeps this many characters of a line
 Row = dict[str, Any]
@@ -241,17 +233,10 @@ _SNIFF = (
 def sniff(path: Path, head: bytes) -> bool:
     """Syslog-style or journald JSON text, plain or gzip'd; or a file named like an auth log."""
     named = bool(_LOG_NAME.match(path.name))
-    if head[:2] == b"\x1f\x8b":
-        try:
-            head = zlib.decompressobj(31).decompress(head, 65536)
-        except zlib.error:
-            return named
-    if looks_binary(head) or not head.strip():
+    text = textlog.head_text(head)
+    if text is None:
         return named               # so a binary auth.log gets a clear error, not silence
-    lines = head.decode("utf-8", "backslashreplace").split("\n")
-    if len(head) >= 65536:
-        lines = lines[:-1]         # the last line of a full head is cut short
-    sample = [ln for ln in lines if ln.strip()][:20]
+    sample = [ln for ln in text.split("\n") if ln.strip()][:20]
     hits = 0
     for line in sample:
         if line.startswith("{"):
@@ -262,21 +247,10 @@ def sniff(path: Path, head: bytes) -> bool:
     return hits * 2 >= len(sample)
 
 
-def _error(display: str, host: str | None, message: str) -> Row:
-    return {"source": display, "host": host, "stage": "ingest", "message": message,
-            "ts": dt.datetime.now(dt.UTC).replace(tzinfo=None)}
-
-
 def parse_file(path: Path, display: str, host: str | None = None,
                reference_year: int | None = None, batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
     """Events of one log; ``reference_year`` is the year of its last line (default: from mtime)."""
-    with st.open_log(path) as fh:
-        try:
-            head = fh.read(65536)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise SourceError(f"unreadable compressed log ({type(exc).__name__}: {exc})") from None
-    if looks_binary(head):
-        raise SourceError("binary content, not a text log")
+    head = textlog.text_head(path, "text log")
     if reference_year is not None:
         reference, slack = st.reference_from_year(reference_year), dt.timedelta(0)
     else:
@@ -298,7 +272,8 @@ def _parse_blocks(blocks: st.Blocks, display: str, ctx_host: str | None, start_y
     rows: list[Row] = []
     handlers, months, rx_start = HANDLERS, st.MONTHS, st.RFC3164_START_TEXT
     tracker = st.YearTracker(start_year)
-    lineno, cut, first_cut, bad_json, first_bad = 0, 0, 0, 0, 0
+    cuts = textlog.CutLines(blocks)
+    lineno, bad_json, first_bad = 0, 0, 0
     last_prefix, last_ts, last_month = "\0", None, 0     # "\0": matches no line
     host_name, host = "", ctx_host
     prev_row: Row | None = None
@@ -313,10 +288,7 @@ def _parse_blocks(blocks: st.Blocks, display: str, ctx_host: str | None, start_y
                 if not line:
                     continue
             if len(line) > st.MAX_LINE:
-                line = line[:st.MAX_LINE]
-                if lineno not in blocks.cut_at:     # not counted twice when Blocks cut it too
-                    cut += 1
-                    first_cut = first_cut or lineno
+                line = cuts.clip(line, lineno)
             if line[0] == "{":
                 parsed = st.journald_record(line)
                 if parsed is None:
@@ -386,20 +358,13 @@ def _parse_blocks(blocks: st.Blocks, display: str, ctx_host: str | None, start_y
                 rows = []
     if rows:
         yield "events", rows
-    cut += blocks.cut_lines
-    first_cut = min((n for n in (first_cut, min(blocks.cut_at, default=0)) if n), default=0)
-    problems = []
-    if cut:
-        problems.append(f"{cut} line(s) longer than {st.MAX_LINE} bytes were cut "
-                        f"(first at line {first_cut})")
+    problems = [cuts.problem(f"{st.MAX_LINE} bytes")]
     if bad_json:
         problems.append(f"{bad_json} journald JSON line(s) could not be read (first at line "
                         f"{first_bad}); the other lines were kept")
-    if blocks.truncated:
-        problems.append(f"compressed log ends early ({blocks.truncated}); the {lineno} lines "
-                        "before that point were kept")
-    if problems:
-        yield "errors", [_error(display, ctx_host, p) for p in problems]
+    problems.append(textlog.truncation_problem(blocks, lineno))
+    if any(problems):
+        yield "errors", [textlog.error_row(display, ctx_host, p) for p in problems if p]
 
 
 def parse(ctx: SourceContext) -> Iterator[Batch]:

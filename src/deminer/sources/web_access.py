@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import zlib
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -43,16 +42,8 @@ from urllib.parse import unquote, unquote_plus
 
 import orjson
 
-from deminer.sources.base import (
-    BATCH_ROWS,
-    Batch,
-    Batcher,
-    Source,
-    SourceContext,
-    SourceError,
-    host_id,
-    looks_binary,
-)
+from deminer.sources import textlog
+from deminer.sources.base import BATCH_ROWS, Batch, Batcher, Source, SourceContext, host_id
 from deminer.sources.syslog_time import MAX_LINE, MONTHS, Blocks, open_log
 
 RAW_CAP = 2048          # ``raw`` keeps this many characters of a line
@@ -295,24 +286,10 @@ def w3c_row(fields: list[str], values: list[str], header_date: str) -> Row | Non
 
 
 # -- recognising and reading files -----------------------------------------------------------
-def _head_text(head: bytes) -> str | None:
-    if head[:2] == b"\x1f\x8b":
-        try:
-            head = zlib.decompressobj(31).decompress(head, 65536)
-        except zlib.error:
-            return None
-    if looks_binary(head) or not head.strip():
-        return None
-    text = head.decode("utf-8", "backslashreplace")
-    if len(head) >= 65536:
-        text = text[:text.rfind("\n") + 1]     # the last line of a full head is cut short
-    return text
-
-
 def sniff(path: Path, head: bytes) -> bool:
     """Common/Combined lines or a W3C ``#Fields:`` header; or a binary file named like one."""
     named = bool(_LOG_NAME.match(path.name))
-    text = _head_text(head)
+    text = textlog.head_text(head)
     if text is None:
         return named               # so a binary access.log gets a clear error, not silence
     sample = [ln for ln in text.split("\n") if ln.strip()][:20]
@@ -323,21 +300,10 @@ def sniff(path: Path, head: bytes) -> bool:
     return bool(sample) and hits * 2 >= len(sample)
 
 
-def _error(display: str, host: str | None, message: str) -> Row:
-    return {"source": display, "host": host, "stage": "ingest", "message": message,
-            "ts": dt.datetime.now(dt.UTC).replace(tzinfo=None)}
-
-
 def parse_file(path: Path, display: str, host: str | None = None,
                batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
     """``web_request`` events of one access log, then at most one ``errors`` batch."""
-    with open_log(path) as fh:
-        try:
-            head = fh.read(65536)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise SourceError(f"unreadable compressed log ({type(exc).__name__}: {exc})") from None
-    if looks_binary(head):
-        raise SourceError("binary content, not a text access log")
+    textlog.text_head(path, "text access log")
     ctx_host = host_id(host)
     with open_log(path) as fh:
         blocks = Blocks(fh)
@@ -349,7 +315,8 @@ def _parse_blocks(blocks: Blocks, display: str, ctx_host: str | None, batch_rows
     dumps = orjson.dumps
     fields: list[str] | None = None
     header_date, program = "", None
-    lineno, bad, first_bad, cut, first_cut = 0, 0, 0, 0, 0
+    cuts = textlog.CutLines(blocks)
+    lineno, bad, first_bad = 0, 0, 0
     for block in blocks:
         for line in block.decode("utf-8", "backslashreplace").split("\n"):
             lineno += 1
@@ -357,11 +324,8 @@ def _parse_blocks(blocks: Blocks, display: str, ctx_host: str | None, batch_rows
                 line = line[:-1]
             if not line:
                 continue
-            if len(line) > MAX_LINE:          # Blocks cuts only lines that span its blocks
-                line = line[:MAX_LINE]
-                if lineno not in blocks.cut_at:
-                    cut += 1
-                    first_cut = first_cut or lineno
+            if len(line) > MAX_LINE:
+                line = cuts.clip(line, lineno)
             row: Row | None
             if line[0] == "#":
                 if line.startswith("#Fields:"):
@@ -392,19 +356,13 @@ def _parse_blocks(blocks: Blocks, display: str, ctx_host: str | None, batch_rows
             if full := batcher.add("events", row):
                 yield full
     yield from batcher.flush()
-    problems = []
+    problems: list[str | None] = []
     if bad:
         problems.append(f"{bad} line(s) are not access-log lines and were skipped "
                         f"(first at line {first_bad})")
-    cut += blocks.cut_lines
-    first_cut = min(n for n in (first_cut, min(blocks.cut_at, default=0)) if n) if cut else 0
-    if cut:
-        problems.append(f"{cut} line(s) longer than 64 KiB were cut (first at line {first_cut})")
-    if blocks.truncated:
-        problems.append(f"compressed log ends early ({blocks.truncated}); the {lineno} lines "
-                        "before that point were kept")
-    if problems:
-        yield "errors", [_error(display, ctx_host, p) for p in problems]
+    problems += [cuts.problem("64 KiB"), textlog.truncation_problem(blocks, lineno)]
+    if any(problems):
+        yield "errors", [textlog.error_row(display, ctx_host, p) for p in problems if p]
 
 
 def parse(ctx: SourceContext) -> Iterator[Batch]:
