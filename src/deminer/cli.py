@@ -129,6 +129,23 @@ def _detect_all(case: Case, args: argparse.Namespace, console: Console) -> list[
     return sort_findings([*findings, *sigma])
 
 
+def _correlate(case: Case, console: Console) -> None:
+    """The outbreak picture (verdicts, infection edges, patient zero) and the timeline."""
+    from deminer.correlate import correlate, write_timeline
+
+    outbreak = correlate(case)
+    assert case.dir is not None
+    write_timeline(case, case.dir)
+    counts: dict[str, int] = {}
+    for v in outbreak.verdicts:
+        counts[v.verdict] = counts.get(v.verdict, 0) + 1
+    shown = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    console.print(f"Hosts: {shown or 'none'}; infection edges: {len(outbreak.edges)}", markup=False)
+    if outbreak.patient_zero:
+        console.print(f"Patient zero: {clean(', '.join(outbreak.patient_zero))} "
+                      f"(entry: {clean(outbreak.entry_vector)})", markup=False)
+
+
 def cmd_investigate(args: argparse.Namespace, console: Console) -> int:
     with Case(args.case) as case:
         _load_iocs(case, args.ioc)
@@ -137,6 +154,7 @@ def cmd_investigate(args: argparse.Namespace, console: Console) -> int:
             case.error(clean(p), "no such file or folder")
         ingest(case, [p for p in args.inputs if p.exists()], host=args.host)
         findings = _detect_all(case, args, console)
+        _correlate(case, console)
         return _finish(case, findings, args, console)
 
 
@@ -157,6 +175,7 @@ def cmd_scan(args: argparse.Namespace, console: Console) -> int:
         _load_iocs(case, args.ioc)
         ingest(case, [Path(bundle)])
         findings = _detect_all(case, args, console)
+        _correlate(case, console)
         return _finish(case, findings, args, console)
 
 

@@ -19,6 +19,7 @@ name; columns a source does not know are left out and stored as NULL.
     findings        one conclusion of a rule or detector (``id`` is stable across runs)
     host_verdicts   correlate's verdict per host: infected/suspicious/clean/unknown, since when
     infection_edges who infected whom: source host -> target host, technique, time, findings
+    host_aliases    every name or address seen for a host -> its canonical host id
     errors          something that could not be read, with the input named
     inputs          one piece of evidence ingested into the case
 
@@ -130,6 +131,7 @@ TABLES: dict[str, Table] = {
         Table("infection_edges", _cols(
             "src_host VARCHAR, dst_host VARCHAR, technique VARCHAR, ts TIMESTAMP, "
             "attack VARCHAR[], confidence VARCHAR, reason VARCHAR, findings VARCHAR[]")),
+        Table("host_aliases", _cols("alias VARCHAR, host VARCHAR, reason VARCHAR")),
         Table("errors", _cols(
             "host VARCHAR, ts TIMESTAMP, source VARCHAR, stage VARCHAR, message VARCHAR")),
         Table("inputs", _cols(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import struct
 import time
 from pathlib import Path
@@ -285,3 +286,77 @@ def test_inline_values_do_not_copy_the_rest_of_the_hive(tmp_path: Path) -> None:
     stream.seek(0x1000)
     assert stream.read(0x80000004) == data[0x1000:0x1004]
     assert parse(p)["persistence"][0]["enabled"] is True         # Start, an inline DWORD, still read
+
+
+USBSTOR = "ControlSet001\\Enum\\USBSTOR"
+PROPS = "Properties\\{83da6326-97a6-4088-9453-a1923f573b29}"
+T_USB_KEY = dt.datetime(2019, 3, 14, 2, 10, 5)
+T_USB_FIRST = dt.datetime(2019, 3, 14, 2, 9, 58)
+T_USB_LAST = dt.datetime(2019, 3, 14, 2, 9, 59)
+
+
+def test_usb_storage_devices_become_usb_device_events(tmp_path: Path) -> None:
+    # Seed case 10: the teacher's USB stick. Windows 8+ keeps the install/arrival times as
+    # DEVPROP FILETIME default values (type 0xFFFF0010) under Properties\{83da…}\00NN;
+    # Windows 7 as Data under 000000NN\00000000; XP only the key's last-write time.
+    sandisk = f"{USBSTOR}\\Disk&Ven_SanDisk&Prod_Cruzer_Blade&Rev_1.00\\4C530001230109115293&0"
+    kingston = f"{USBSTOR}\\Disk&Ven_Kingston&Prod_DataTraveler_2.0&Rev_PMAP\\001CC0EC3450F931&0"
+    xp_stick = f"{USBSTOR}\\Disk&Ven_Generic&Prod_Flash_Disk&Rev_8.07\\6&2c5c8a7f&0"
+    filetime = struct.pack("<Q", g.filetime(T_USB_FIRST))
+    keys = [*g.system_keys(),
+            g.Key(sandisk, [g.sz("FriendlyName", "SanDisk Cruzer Blade USB Device")], T_USB_KEY),
+            g.Key(f"{sandisk}\\{PROPS}\\0064", [("", 0xFFFF0010, filetime)]),
+            g.Key(f"{sandisk}\\{PROPS}\\0066", [("", 0xFFFF0010, struct.pack("<Q", g.filetime(T_USB_LAST)))]),
+            g.Key(kingston, [g.sz("FriendlyName", "Kingston DataTraveler 2.0 USB Device")], T_USB_KEY),
+            g.Key(f"{kingston}\\{PROPS}\\00000064\\00000000", [g.binary("Data", filetime)]),
+            g.Key(xp_stick, [], g.T0),
+            g.Key("ControlSet002\\Enum\\USBSTOR\\Disk&Ven_Old&Prod_Gone\\1&0", [], g.T0)]
+    p = tmp_path / "SYSTEM"
+    g.write_hive(p, "SYSTEM", keys)
+    events = {e["data"]["serial"]: e for e in parse(p)["events"] if e["event"] == "usb_device"}
+    assert sorted(events) == ["001CC0EC3450F931&0", "4C530001230109115293&0", "6&2c5c8a7f&0"]
+    stick = events["4C530001230109115293&0"]
+    assert stick["host"] == "pc-teacher" and stick["program"] == "registry"
+    assert stick["ts"] == T_USB_KEY
+    assert stick["data"] == {
+        "key": sandisk, "device": "Disk&Ven_SanDisk&Prod_Cruzer_Blade&Rev_1.00",
+        "serial": "4C530001230109115293&0", "type": "Disk", "vendor": "SanDisk",
+        "product": "Cruzer_Blade", "revision": "1.00", "friendly_name": "SanDisk Cruzer Blade USB Device",
+        "first_install": "2019-03-14T02:09:58Z", "last_arrival": "2019-03-14T02:09:59Z"}
+    assert events["001CC0EC3450F931&0"]["data"]["first_install"] == "2019-03-14T02:09:58Z"
+    assert "last_arrival" not in events["001CC0EC3450F931&0"]["data"]
+    xp = events["6&2c5c8a7f&0"]
+    assert xp["ts"] == g.T0 and xp["data"]["friendly_name"] is None and xp["data"]["vendor"] == "Generic"
+
+
+def test_hostile_usbstor_names_stay_text_and_junk_properties_are_ignored(tmp_path: Path) -> None:
+    odd = f"{USBSTOR}\\Disk&Ven_\x1b[31mEVIL&Prod_\u202eexe.txt\\serial\x07&0"
+    keys = [*g.system_keys(), g.Key(odd, [g.sz("FriendlyName", "\x1b]0;pwned\x07")], T_USB_KEY),
+            g.Key(f"{odd}\\{PROPS}\\0064", [("", 0xFFFF0010, b"\x01\x02")])]       # 2 bytes, not a FILETIME
+    p = tmp_path / "SYSTEM"
+    g.write_hive(p, "SYSTEM", keys)
+    with Case(None) as case:
+        ingest(case, [p])
+        rows = case.query("SELECT host, ts, data FROM events WHERE event = 'usb_device'")
+        errors = case.query("SELECT source, message FROM errors")
+    # The damaged property is named in one error; the device is still reported.
+    assert len(errors) == 1 and errors[0]["source"] == str(p)
+    assert "0064" in errors[0]["message"] and "USBSTOR" in errors[0]["message"]
+    assert len(rows) == 1 and rows[0]["ts"] == T_USB_KEY and rows[0]["host"] == "pc-teacher"
+    data = json.loads(rows[0]["data"])
+    assert data["vendor"] == "\x1b[31mEVIL" and data["friendly_name"] == "\x1b]0;pwned\x07"
+    assert "first_install" not in data
+
+
+def test_interface_addresses_name_the_hosts_ips(tmp_path: Path) -> None:
+    # Static addresses (REG_MULTI_SZ IPAddress) and a DHCP lease (DhcpIPAddress); an unused
+    # interface says 0.0.0.0 and junk is not an address. Correlate ties traffic to hosts by these.
+    nics = "ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces"
+    keys = [*g.system_keys(),
+            g.Key(f"{nics}\\{{A1}}", [g.dword("EnableDHCP", 0), g.multi_sz("IPAddress", ["192.168.10.18"])]),
+            g.Key(f"{nics}\\{{A2}}", [g.dword("EnableDHCP", 1), g.sz("DhcpIPAddress", "10.0.5.77")]),
+            g.Key(f"{nics}\\{{A3}}", [g.multi_sz("IPAddress", ["0.0.0.0", "not-an-ip"])])]
+    p = tmp_path / "SYSTEM"
+    g.write_hive(p, "SYSTEM", keys)
+    assert parse(p)["hosts"] == [{"host": "pc-teacher", "source": str(p), "hostname": "PC-TEACHER",
+                                  "ips": ["10.0.5.77", "192.168.10.18"]}]

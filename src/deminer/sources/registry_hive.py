@@ -8,7 +8,11 @@ user's NTUSER.DAT), not from the file name. Every row names the hive file in ``s
 
     SYSTEM    persistence service (current control set from Select\\Current: ImagePath,
               Start 0-2 = enabled, ObjectName, a ServiceDll appended as ``[ServiceDll: …]``);
-              hosts (hostname = ComputerName)
+              hosts (hostname = ComputerName, ips = the interfaces' static IPAddress or DHCP
+              lease under Tcpip\\Parameters\\Interfaces); events usb_device per USB storage device
+              (``Enum\\USBSTOR\\<device>\\<serial>``: ts = that key's time, data = device,
+              vendor, product, revision, serial, friendly_name and, where Windows keeps them
+              under Properties, first_install / last_arrival / last_removal)
     SOFTWARE  persistence run_key (Run, RunOnce, RunServices(Once), Policies\\Explorer\\Run and
               Wow6432Node), winlogon (Shell/Userinit other than the defaults), ifeo (Debugger),
               task (TaskCache\\Tree, commands from the cached Actions, ts = cached creation);
@@ -70,6 +74,8 @@ _DEFAULTS = {"shell": {"explorer.exe", "c:\\windows\\explorer.exe", "%systemroot
                           "%systemroot%\\system32\\userinit.exe"}}
 _KB = re.compile(r"KB\d{5,8}", re.IGNORECASE)
 T = TypeVar("T")
+_IPV4 = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}")
+_DEVPKEY_TIMES = "{83da6326-97a6-4088-9453-a1923f573b29}"   # DEVPKEY_Device_*Date properties
 _LASTBACKUP = re.compile(rb"(?i)lastbackup|l\x00a\x00s\x00t\x00b\x00a\x00c\x00k\x00u\x00p\x00")
 
 # regipy logs what it skips; the errors rows say it here, so keep it off the terminal.
@@ -241,6 +247,49 @@ class _Hive:
         self.persist("service", path, svc, svc.name, command or None, _text(vals.get("objectname")),
                      None if start is None else start in (0, 1, 2))
 
+    def addresses(self) -> list[str]:
+        """IPv4 addresses of the network interfaces: static ones, or the last DHCP lease."""
+        path = f"{self.control_set()}\\Services\\Tcpip\\Parameters\\Interfaces"
+        found: set[str] = set()
+        for nic in _subkeys(_key(self.reg, path)):
+            vals = _values(nic)
+            for name in ("ipaddress", "dhcpipaddress"):
+                found.update(a for a in (_text(vals.get(name)) or "").split()
+                             if _IPV4.fullmatch(a) and a != "0.0.0.0")
+        return sorted(found)
+
+    def usb_devices(self) -> None:
+        path = f"{self.control_set()}\\Enum\\USBSTOR"
+        for dev in _subkeys(_key(self.reg, path)):
+            parts = dict(zip(("type", "vendor", "product", "revision"),
+                             (p.split("_", 1)[-1] for p in dev.name.split("&")), strict=False))
+            for inst in _subkeys(dev):
+                key = f"{path}\\{dev.name}\\{inst.name}"
+                data: dict[str, Any] = {"key": key, "device": dev.name, "serial": inst.name, **parts,
+                                        "friendly_name": _text(_values(inst).get("friendlyname"))}
+                for code, label in (("64", "first_install"), ("66", "last_arrival"), ("67", "last_removal")):
+                    when = self.device_time(f"{key}\\Properties\\{_DEVPKEY_TIMES}", code)
+                    if when:
+                        data[label] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+                self.add("events", {"ts": _time(inst), "event": "usb_device", "program": "registry",
+                                    "data": data})
+
+    def device_time(self, base: str, code: str) -> dt.datetime | None:
+        """A device property FILETIME: ``<base>\\00<code>`` (Windows 8+, default value) or
+        ``<base>\\000000<code>\\00000000`` value Data (Windows 7)."""
+        for sub, name in ((f"00{code}", "(default)"), (f"000000{code}\\00000000", "data")):
+            try:                                  # a damaged property costs only itself
+                value = _values(_key(self.reg, f"{base}\\{sub}")).get(name)
+            except _HIVE_ERRORS as exc:
+                self.errors.append(f"{base}\\{sub}: {_why(exc)}")
+                continue
+            raw = value.value if value is not None else None
+            if isinstance(raw, dt.datetime):
+                return raw.astimezone(dt.UTC).replace(tzinfo=None) if raw.tzinfo else raw
+            if isinstance(raw, bytes) and len(raw) == 8:
+                return _filetime(struct.unpack("<Q", raw)[0])
+        return None
+
     # --- SOFTWARE and NTUSER ----------------------------------------------------------------
 
     def run_keys(self, prefix: str, user: str | None) -> None:
@@ -398,9 +447,11 @@ def parse(ctx: SourceContext) -> Iterator[Batch]:
     if kind == "system":
         name = h.section("computer name", h.computer_name)
         h.host = h.host or host_id(name)
-        if h.host and name:
-            h.add("hosts", {"hostname": name})
+        ips = h.section("interface addresses", h.addresses) or []
+        if h.host and (name or ips):
+            h.add("hosts", {"hostname": name, **({"ips": ips} if ips else {})})
         h.section("services", h.services)
+        h.section("USB storage", h.usb_devices)
     elif kind == "software":
         h.host = h.host or _sibling_host(ctx.path)
         h.section("CurrentVersion", h.os_row)
