@@ -1,0 +1,1 @@
+"""Seed-case scenarios: evidence builders with their ground truth (test fixtures)."""
