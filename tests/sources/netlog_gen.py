@@ -373,7 +373,11 @@ def _tsv_value(value: Any, typ: str) -> str:
     if typ in ("interval", "double") or isinstance(value, float):
         return f"{value:.6f}"
     if isinstance(value, list):
-        return ",".join(zeek_escape(str(v), in_set=True) for v in value) if value else "(empty)"
+        if not value:
+            return "(empty)"
+        joined = ",".join(zeek_escape(str(v), in_set=True) for v in value)
+        # A whole field equal to a marker would read as unset/empty: escape its first byte.
+        return f"\\x{ord(joined[0]):02x}" + joined[1:] if joined in ("-", "(empty)") else joined
     if isinstance(value, (str, bytes)):
         return zeek_escape(value) if value else "(empty)"
     return str(value)
