@@ -603,3 +603,15 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+def parsed(parse: Any, path: Path, host: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """All rows a source's ``parse`` gives for ``path``, per table, with ``data`` decoded."""
+    from deminer.sources.base import SourceContext
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for table, rows in parse(SourceContext(path, path.name, host, path.parent)):
+        out.setdefault(table, []).extend(rows)
+    for row in out.get("flows", []) + out.get("events", []):
+        row["data"] = json.loads(row["data"])
+    return out

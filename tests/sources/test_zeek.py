@@ -25,12 +25,7 @@ Rows = dict[str, list[dict[str, Any]]]
 
 
 def parse(path: Path, host: str | None = None) -> Rows:
-    out: Rows = {}
-    for table, rows in zeek.parse(SourceContext(path, path.name, host, path.parent)):
-        out.setdefault(table, []).extend(rows)
-    for row in out.get("flows", []) + out.get("events", []):
-        row["data"] = json.loads(row["data"])
-    return out
+    return gen.parsed(zeek.parse, path, host)
 
 
 def story() -> gen.Network:
