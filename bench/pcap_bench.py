@@ -107,7 +107,7 @@ def main() -> int:
                     help="packets per generated capture (default 250000 500000)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per step; the fastest is shown")
     args = ap.parse_args()
-    from tests.sources.pcap_gen import big_capture
+    from deminer.scenarios.captures import big_capture
 
     work = Path(tempfile.mkdtemp(prefix="deminer-pcapbench-"))
     table: list[tuple[int, float, dict[str, tuple[float, int]]]] = []

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from deminer.case import Case
 from deminer.correlate import correlate
+from deminer.scenarios import hives as g
 from deminer.sources.ingest import ingest
 from tests.correlate.builders import OUTSIDE, add, at, brute_success, finding, host, miner
-from tests.sources import hive_gen as g
 
 
 def _process(case: Case, name: str, ts: dt.datetime, parent: str, image: str, command: str = "") -> None:

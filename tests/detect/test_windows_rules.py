@@ -1,6 +1,6 @@
 """The Windows SQL rules on generated events, through the real XML source and the engine.
 
-Each scenario is a wevtutil XML export built with ``tests.sources.winevent_gen``, ingested
+Each scenario is a wevtutil XML export built with ``deminer.scenarios.win_events``, ingested
 with the real ``winevent_xml`` source and run through ``detect`` with every ``win_*`` / ``evidence_*``
 rule. Attacks must give exactly one finding per rule and incident; the benign look-alikes
 (typos, installers, local tasks, SCCM push, WMI management) must give none.
@@ -17,9 +17,9 @@ from deminer.detect import iocs
 from deminer.detect.engine import detect
 from deminer.detect.finding import Finding
 from deminer.detect.rules import load_rules
+from deminer.scenarios import win_events as gen
 from deminer.sources import evtx, winevent_xml
 from deminer.sources.ingest import ingest
-from tests.sources import winevent_gen as gen
 
 RULES = [r for r in load_rules() if r.path.stem.startswith(("win_", "evidence_"))]
 T0 = dt.datetime(2024, 3, 5, 2, 0, 0)

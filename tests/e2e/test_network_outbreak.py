@@ -27,8 +27,8 @@ import pytest
 
 from deminer.case import Case
 from deminer.cli import main
-from tests.sources import netlog_gen
-from tests.sources import pcap_gen as gen
+from deminer.scenarios import captures as gen
+from deminer.scenarios import net_logs as netlog_gen
 
 Finding = dict[str, Any]
 # miner, pool name, pool address, pool port, agent

@@ -1,6 +1,6 @@
 """Golden tests: ``deminer investigate`` on each seed case, compared with the case's truth.
 
-Each case is built once per module (``tests.scenarios.build``), investigated through the CLI
+Each case is built once per module (``deminer.scenarios.seed.build``), investigated through the CLI
 as a responder would (``deminer investigate CASE_FOLDER --case …``), and its ``case.duckdb``
 read back. Per case:
 
@@ -40,8 +40,8 @@ import pytest
 from deminer.cli import main as deminer
 from deminer.detect.rules import load_rules
 from deminer.model import severity_rank
-from tests.scenarios.build import CASES, build
-from tests.scenarios.common import Expect, Truth
+from deminer.scenarios.seed.build import CASES, build
+from deminer.scenarios.seed.common import Expect, Truth
 
 
 @dataclass

@@ -27,11 +27,11 @@ from hypothesis import strategies as strat
 
 import deminer.sources
 from deminer.case import Case
+from deminer.scenarios import win_events as wg
 from deminer.scenarios.auth_log import AuthLog
 from deminer.sources import SOURCES, archive_zip, velociraptor, zipread
 from deminer.sources.base import Source, SourceError
 from deminer.sources.ingest import ingest, pick_source
-from tests.sources import winevent_gen as wg
 
 Row = dict[str, Any]
 

@@ -19,11 +19,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deminer.case import Case
+from deminer.scenarios import win_events as gen
 from deminer.sources import evtx
 from deminer.sources import windows_events as we
 from deminer.sources.base import SourceContext, SourceError
 from deminer.sources.ingest import ingest
-from tests.sources import winevent_gen as gen
 
 
 def header(chunks: int = 1, next_record: int = 1) -> bytes:

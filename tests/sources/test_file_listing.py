@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deminer.case import Case
+from deminer.scenarios import hives as g
 from deminer.sources import file_listing as fl
 from deminer.sources.base import SourceContext
 from deminer.sources.ingest import ingest
-from tests.sources import hive_gen as g
 
 SHA_SVCHOST = hashlib.sha256(b"fake svchost").hexdigest()
 SHA_RANDOM = hashlib.sha256(b"qmzgxwvb").hexdigest()

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from deminer.scenarios import captures as gen
 from deminer.sources import flowtable as ft
-from tests.sources import pcap_gen as gen
 
 S, A, F, R, P = ft.SYN, ft.ACK, ft.FIN, ft.RST, 0x08
 C, SRV = "10.0.0.5", "198.51.100.7"

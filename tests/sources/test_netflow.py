@@ -14,6 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deminer.case import Case
+from deminer.scenarios import net_logs as gen
+from deminer.scenarios import web_logs as webaccess_gen
+from deminer.scenarios import win_events as winevent_gen
 from deminer.scenarios.auth_log import AuthLog
 from deminer.sources import (
     auth_log,
@@ -32,8 +35,6 @@ from deminer.sources import (
 )
 from deminer.sources.base import SourceContext, SourceError
 from deminer.sources.ingest import ingest
-from tests.sources import netlog_gen as gen
-from tests.sources import webaccess_gen, winevent_gen
 
 T0 = dt.datetime(2024, 3, 30, 8, 0)
 Rows = dict[str, list[dict[str, Any]]]

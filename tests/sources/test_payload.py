@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from deminer.scenarios import captures as gen
 from deminer.sources import payload, tls_hello
-from tests.sources import pcap_gen as gen
 
 
 # -- TLS --------------------------------------------------------------------------------------

@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deminer.case import Case
+from deminer.scenarios import captures as gen
 from deminer.sources import pcap
 from deminer.sources.base import SourceContext, SourceError
 from deminer.sources.ingest import ingest
-from tests.sources import pcap_gen as gen
 from tests.stratum_pool import StratumPool
 
 FORMATS = ("pcap", "pcap-ns", "pcap-be", "pcapng", "pcapng-be")

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from deminer.case import Case
+from deminer.scenarios import hives as g
 from deminer.sources import registry_hive as rh
 from deminer.sources import task_xml
 from deminer.sources.base import SourceContext, SourceError
 from deminer.sources.ingest import ingest
-from tests.sources import hive_gen as g
 
 Rows = dict[str, list[dict[str, Any]]]
 

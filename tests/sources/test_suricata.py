@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deminer.case import Case
+from deminer.scenarios import net_logs as gen
 from deminer.sources import suricata
 from deminer.sources.base import SourceContext
 from deminer.sources.ingest import ingest
-from tests.sources import netlog_gen as gen
 
 T0 = dt.datetime(2024, 3, 30, 8, 0)
 Rows = dict[str, list[dict[str, Any]]]

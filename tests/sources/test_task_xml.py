@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deminer.case import Case
+from deminer.scenarios import hives as g
 from deminer.sources import task_xml as tx
 from deminer.sources.base import SourceContext, SourceError
 from deminer.sources.ingest import ingest
-from tests.sources import hive_gen as g
 
 ENCODED = g.ENCODED
 

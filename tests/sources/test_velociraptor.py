@@ -23,11 +23,11 @@ import pytest
 
 import deminer.sources
 from deminer.case import Case
+from deminer.scenarios import win_events as wg
 from deminer.scenarios.auth_log import AuthLog
 from deminer.sources import archive_zip, velociraptor, zipread
 from deminer.sources.base import Source
 from deminer.sources.ingest import ingest, pick_source
-from tests.sources import winevent_gen as wg
 from tests.sources.test_archive_zip import M, auth_log_bytes, build_zip, proposed_sources
 
 Row = dict[str, Any]

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from deminer.case import Case
 from deminer.detect.engine import detect
+from deminer.scenarios import web_logs as gen
 from deminer.sources import web_access as wa
 from deminer.sources.base import SourceContext, SourceError
 from deminer.sources.ingest import ingest
-from tests.sources import webaccess_gen as gen
 
 T0 = dt.datetime(2024, 3, 30, 8, 0)
 WEB_RULES = ("initial_access.web_exploit_request", "initial_access.web_scanning",

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deminer.model import TABLES
+from deminer.scenarios import win_events as gen
 from deminer.sources import windows_events as we
-from tests.sources import winevent_gen as gen
 
 
 def row(ev: gen.Event, host: str | None = None, fields: dict[str, Any] | None = None) -> dict[str, Any]:

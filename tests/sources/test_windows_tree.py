@@ -15,10 +15,10 @@ import pytest
 
 import deminer.sources
 from deminer.case import Case
+from deminer.scenarios import hives as hive_gen
+from deminer.scenarios import win_events as wg
 from deminer.sources import windows_tree
 from deminer.sources.ingest import IngestSummary, _walk, ingest, ingest_file
-from tests.sources import hive_gen
-from tests.sources import winevent_gen as wg
 from tests.sources.test_archive_zip import M, build_zip, proposed_sources
 from tests.sources.test_velociraptor import _task_source
 

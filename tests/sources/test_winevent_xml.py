@@ -12,10 +12,10 @@ import orjson
 import pytest
 
 from deminer.case import Case
+from deminer.scenarios import win_events as gen
 from deminer.sources import winevent_xml as wx
 from deminer.sources.base import SourceContext, SourceError
 from deminer.sources.ingest import ingest
-from tests.sources import winevent_gen as gen
 
 
 def parse(path: Path, host: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from deminer.scenarios.net_logs import Network
+from deminer.scenarios.seed.common import Persist, Truth, utc
+from deminer.scenarios.seed.hosts_linux import LinuxBox, accepted_at, miner
 from deminer.scenarios.treefs import public_key
-from tests.scenarios.common import Persist, Truth, utc
-from tests.scenarios.hosts_linux import LinuxBox, accepted_at, miner
-from tests.sources.netlog_gen import Network
 
 ATTACKER = "198.51.100.66"
 C2 = f"http://{ATTACKER}/c.sh"

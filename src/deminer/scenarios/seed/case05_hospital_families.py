@@ -14,11 +14,11 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from tests.scenarios.case04_eternalblue_services import random_names
-from tests.scenarios.common import Persist, Truth, resolve_names, utc
-from tests.scenarios.hosts_windows import WinBox, workstation
-from tests.sources import winevent_gen as wg
-from tests.sources.netlog_gen import Network
+from deminer.scenarios import win_events as wg
+from deminer.scenarios.net_logs import Network
+from deminer.scenarios.seed.case04_eternalblue_services import random_names
+from deminer.scenarios.seed.common import Persist, Truth, resolve_names, utc
+from deminer.scenarios.seed.hosts_windows import WinBox, workstation
 
 VENDOR, C2 = "198.51.100.201", "198.51.100.150"
 START = utc("2024-01-07 20:00:00")

@@ -20,7 +20,7 @@ values as ``+``: each writer does what its server does.
 ``expected`` lists the web findings the story should produce, as ``(rule, entity,
 severity, target)`` tuples, so tests assert against the story rather than magic numbers.
 
-Run as ``python -m tests.sources.webaccess_gen OUT LINES [FMT]`` to write a big log for
+Run as ``python -m deminer.scenarios.web_logs OUT LINES [FMT]`` to write a big log for
 benchmarks.
 """
 

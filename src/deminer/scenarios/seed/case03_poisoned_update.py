@@ -17,10 +17,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from tests.scenarios.common import Persist, Truth, resolve_names, utc
-from tests.scenarios.hosts_windows import WinBox, workstation
-from tests.sources import winevent_gen as wg
-from tests.sources.netlog_gen import MS17_010, Alert, Network
+from deminer.scenarios import win_events as wg
+from deminer.scenarios.net_logs import MS17_010, Alert, Network
+from deminer.scenarios.seed.common import Persist, Truth, resolve_names, utc
+from deminer.scenarios.seed.hosts_windows import WinBox, workstation
 
 START = utc("2023-11-02 07:00:00")
 TEMP_SVCHOST = r"C:\Windows\Temp\svchost.exe"

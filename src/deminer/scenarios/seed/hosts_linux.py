@@ -23,8 +23,8 @@ from deminer.collect.main import collect
 from deminer.scenarios import linux_host
 from deminer.scenarios.auth_log import AuthLog
 from deminer.scenarios.proc_tree import FakeProc
+from deminer.scenarios.seed.common import epoch
 from deminer.scenarios.treefs import public_key, ssh_string, write
-from tests.scenarios.common import epoch
 
 HZ = 100                                   # USER_HZ: /proc/PID/stat counts these
 ADMIN_IP = "192.0.2.10"                    # the admins' jump desk (RFC 5737)

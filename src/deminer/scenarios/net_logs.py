@@ -19,7 +19,7 @@ logs, SiLK ``rwcut``, goflow2 JSON (v1 CamelCase and v2 snake_case). Signature n
 are those of ET Open rules (ET Open has no ``ET MINER`` prefix: miner rules are ``ET POLICY``
 and ``ET COINMINER``).
 
-Run ``python -m tests.sources.netlog_gen OUT LINES`` to write a LINES-line conn.log and
+Run ``python -m deminer.scenarios.net_logs OUT LINES`` to write a LINES-line conn.log and
 eve.json for benchmarks.
 """
 

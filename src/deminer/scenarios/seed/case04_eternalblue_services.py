@@ -15,9 +15,9 @@ import datetime as dt
 import random
 from pathlib import Path
 
-from tests.scenarios.common import Persist, Truth, resolve_names, utc
-from tests.scenarios.hosts_windows import WinBox
-from tests.sources.netlog_gen import MS17_010, Alert, Network
+from deminer.scenarios.net_logs import MS17_010, Alert, Network
+from deminer.scenarios.seed.common import Persist, Truth, resolve_names, utc
+from deminer.scenarios.seed.hosts_windows import WinBox
 
 ATTACKER, C2 = "203.0.113.200", "198.51.100.140"
 START = utc("2024-02-19 08:00:00")

@@ -15,10 +15,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from tests.scenarios.common import Persist, Truth, resolve_names, utc
-from tests.scenarios.hosts_windows import WinBox, powershell_miner, sid
-from tests.sources.netlog_gen import MINER_CHECKIN, MS17_010, Alert, Network
-from tests.sources.webaccess_gen import AccessLog
+from deminer.scenarios.net_logs import MINER_CHECKIN, MS17_010, Alert, Network
+from deminer.scenarios.seed.common import Persist, Truth, resolve_names, utc
+from deminer.scenarios.seed.hosts_windows import WinBox, powershell_miner, sid
+from deminer.scenarios.web_logs import AccessLog
 
 ATTACKER, C2 = "203.0.113.21", "198.51.100.9"
 POOL_IP = "198.51.100.77"

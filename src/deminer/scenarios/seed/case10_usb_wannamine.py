@@ -16,9 +16,9 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from tests.scenarios.common import Persist, Truth, utc
-from tests.scenarios.hosts_windows import WinBox
-from tests.sources import hive_gen as hg
+from deminer.scenarios import hives as hg
+from deminer.scenarios.seed.common import Persist, Truth, utc
+from deminer.scenarios.seed.hosts_windows import WinBox
 
 START = utc("2024-03-18 07:50:00")
 USB_IN = utc("2024-03-18 08:02:10")

@@ -15,10 +15,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from tests.scenarios.common import Persist, Truth, epoch, utc
-from tests.scenarios.hosts_windows import WinBox, powershell_miner, sid, workstation
-from tests.sources import winevent_gen as wg
-from tests.sources.pcap_gen import Capture
+from deminer.scenarios import win_events as wg
+from deminer.scenarios.captures import Capture
+from deminer.scenarios.seed.common import Persist, Truth, epoch, utc
+from deminer.scenarios.seed.hosts_windows import WinBox, powershell_miner, sid, workstation
 
 LURE = "docs-invoice.top"
 LURE_IP, C2, POOL_IP = "203.0.113.140", "198.51.100.9", "198.51.100.77"

@@ -28,9 +28,9 @@ import os
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from tests.scenarios.common import epoch
-from tests.sources import hive_gen as hg
-from tests.sources import winevent_gen as wg
+from deminer.scenarios import hives as hg
+from deminer.scenarios import win_events as wg
+from deminer.scenarios.seed.common import epoch
 
 ADMIN_DESK = "10.200.0.5"                   # the IT department's admin workstation
 CHANNEL_FILES = {

@@ -14,9 +14,9 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from tests.scenarios.common import Persist, Truth, resolve_names, utc
-from tests.scenarios.hosts_linux import LinuxBox, accepted_at, miner
-from tests.sources.netlog_gen import Network
+from deminer.scenarios.net_logs import Network
+from deminer.scenarios.seed.common import Persist, Truth, resolve_names, utc
+from deminer.scenarios.seed.hosts_linux import LinuxBox, accepted_at, miner
 
 ATTACKER = "203.0.113.45"
 POOL, POOL_IP, PORT = "pool.minexmr.com", "198.51.100.77", 4444

@@ -16,10 +16,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from tests.scenarios.common import Persist, Truth, epoch, utc
-from tests.scenarios.hosts_linux import LinuxBox, miner
-from tests.scenarios.hosts_windows import WinBox
-from tests.sources.pcap_gen import Capture
+from deminer.scenarios.captures import Capture
+from deminer.scenarios.seed.common import Persist, Truth, epoch, utc
+from deminer.scenarios.seed.hosts_linux import LinuxBox, miner
+from deminer.scenarios.seed.hosts_windows import WinBox
 
 ATTACKER, C2 = "203.0.113.60", "203.0.113.50"
 POOL, POOL_IP, PORT = "pool.supportxmr.com", "198.51.100.23", 5555

@@ -15,10 +15,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from tests.scenarios.common import Persist, Truth, utc
-from tests.scenarios.hosts_linux import LinuxBox, accepted_at, miner
-from tests.sources.netlog_gen import Network
-from tests.sources.webaccess_gen import AccessLog
+from deminer.scenarios.net_logs import Network
+from deminer.scenarios.seed.common import Persist, Truth, utc
+from deminer.scenarios.seed.hosts_linux import LinuxBox, accepted_at, miner
+from deminer.scenarios.web_logs import AccessLog
 
 ATTACKER, FRPS = "203.0.113.77", "203.0.113.99"
 DROPPER = "http://203.0.113.88/systemd.sh"

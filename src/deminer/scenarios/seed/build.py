@@ -2,7 +2,7 @@
 
 ``out_dir`` receives one folder per host (and ``sensor/`` for network evidence) plus
 ``truth.json``; the host trees the Linux bundles were collected from are built in a temporary
-folder and removed. Run ``python -m tests.scenarios.build N OUT`` to write one case by hand.
+folder and removed. Run ``python -m deminer.scenarios.seed.build N OUT`` to write one case by hand.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.scenarios import (
+from deminer.scenarios.seed import (
     case01_web_upload_eternalblue,
     case02_phishing_smb_brute,
     case03_poisoned_update,
@@ -25,7 +25,7 @@ from tests.scenarios import (
     case09_ssh_shared_password,
     case10_usb_wannamine,
 )
-from tests.scenarios.common import Truth
+from deminer.scenarios.seed.common import Truth
 
 Builder = Callable[[Path, Path], Truth]
 CASES: dict[int, Builder] = {
