@@ -43,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info demo-case
+	rm -rf $(VENV) build dist *.egg-info demo-case demo-scan demo-host demo-evidence

@@ -1,10 +1,11 @@
-"""`make demo` builds the demo host, scans it and points at real results."""
+"""`make demo` triages the demo host, investigates the demo outbreak and points at the reports."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from deminer import demo
@@ -13,9 +14,14 @@ from deminer import demo
 def test_demo_runs_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert demo.main(tmp_path) == 0
     out = capsys.readouterr().out
-    findings = tmp_path / "demo-case" / "findings.jsonl"
-    assert str(findings) in out
-    rules = {json.loads(line)["rule"] for line in findings.read_text().splitlines()}
+    scan, case = tmp_path / "demo-scan", tmp_path / "demo-case"
+    assert str(case / "report.html") in out and (case / "report.html").stat().st_size > 0
+    rules = {json.loads(line)["rule"] for line in (scan / "findings.jsonl").read_text().splitlines()}
     assert {"impact.miner_process", "initial_access.ssh_brute_force_success",
             "persistence.attacker_authorized_key"} <= rules
+    with duckdb.connect(str(case / "case.duckdb"), read_only=True) as db:
+        verdicts = dict(db.execute("SELECT host, verdict FROM host_verdicts").fetchall())
+        edges = db.execute("SELECT count(*) FROM infection_edges").fetchall()[0][0]
+    assert len(verdicts) >= 10 and list(verdicts.values()).count("infected") >= 6
+    assert edges >= 5
     assert demo.main(tmp_path) == 0  # a second run replaces the first

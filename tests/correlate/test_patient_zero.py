@@ -11,6 +11,7 @@ from deminer.correlate import correlate
 from deminer.scenarios import hives as g
 from deminer.sources.ingest import ingest
 from tests.correlate.builders import OUTSIDE, add, at, brute_success, finding, host, miner
+from tests.hivex import skip_without_hivex
 
 
 def _process(case: Case, name: str, ts: dt.datetime, parent: str, image: str, command: str = "") -> None:
@@ -81,7 +82,7 @@ def test_phishing_and_poisoned_update_from_process_parents() -> None:
 
 def test_usb_arrival_before_a_wannamine_infection_through_real_hives(tmp_path: Path) -> None:
     # Seed case 10: the teacher's PC shows a USB stick 10 minutes before WannaMine's LastBackup.
-    g.require_hivex()
+    skip_without_hivex()
     teacher, pupil = tmp_path / "pc18", tmp_path / "pc19"
     stick = "ControlSet001\\Enum\\USBSTOR\\Disk&Ven_Generic&Prod_Flash_Disk&Rev_8.07\\6&2c5c8a7f&0"
     g.write_hive(_mk(teacher) / "SYSTEM", "SYSTEM",

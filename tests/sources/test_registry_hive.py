@@ -17,13 +17,14 @@ from deminer.sources import registry_hive as rh
 from deminer.sources import task_xml
 from deminer.sources.base import SourceContext, SourceError
 from deminer.sources.ingest import ingest
+from tests.hivex import skip_without_hivex
 
 Rows = dict[str, list[dict[str, Any]]]
 
 
 @pytest.fixture(autouse=True)
 def _hivex() -> None:
-    g.require_hivex()
+    skip_without_hivex()
 
 
 def parse(path: Path, host: str | None = None) -> Rows:

@@ -19,6 +19,7 @@ from deminer.scenarios import hives as hive_gen
 from deminer.scenarios import win_events as wg
 from deminer.sources import windows_tree
 from deminer.sources.ingest import IngestSummary, _walk, ingest, ingest_file
+from tests.hivex import skip_without_hivex
 from tests.sources.test_archive_zip import M, build_zip, proposed_sources
 from tests.sources.test_velociraptor import _task_source
 
@@ -53,7 +54,7 @@ def system_hive(root: Path, computer: str, case: str = "Windows/System32/config"
 
 
 def test_the_system_hive_names_the_host(tmp_path: Path) -> None:
-    hive_gen.require_hivex()
+    skip_without_hivex()
     root = drive(tmp_path / "kape-out" / "C", case="WINDOWS/system32")  # any case will do
     system_hive(root, "WEB01-SYS", case="WINDOWS/system32/CONFIG")
     found = windows_tree.detect_windows_root(root)
@@ -141,7 +142,7 @@ def test_the_hook_gives_every_file_of_a_tree_its_host(tmp_path: Path) -> None:
 
 
 def test_a_kape_zip_gets_the_host_of_its_hive(tmp_path: Path) -> None:
-    hive_gen.require_hivex()
+    skip_without_hivex()
     hive = system_hive(tmp_path / "src", "FS02-HIVE")
     export = wg.export(wg.intrusion()).encode()
     (tmp_path / "kape.zip").write_bytes(build_zip([

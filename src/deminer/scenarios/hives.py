@@ -26,8 +26,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 HIVEX_PYTHON = "/usr/bin/python3"
 REG_SZ, REG_EXPAND_SZ, REG_BINARY, REG_DWORD, REG_MULTI_SZ, REG_QWORD = 1, 2, 3, 4, 7, 11
 HBIN = 0x1000
@@ -84,10 +82,14 @@ def hivex_available() -> bool:
     return probe.returncode == 0
 
 
+class HivexMissing(RuntimeError):
+    """Writing hives needs Debian's python3-hivex; tests turn this into a skip."""
+
+
 def require_hivex() -> None:
     if not hivex_available():
-        pytest.skip("hivex is not installed for /usr/bin/python3 (apt-get install python3-hivex, "
-                    "or `make sysdeps` as root)")
+        raise HivexMissing("hivex is not installed for /usr/bin/python3 (apt-get install "
+                           "python3-hivex, or `make sysdeps` as root)")
 
 
 # --- the empty hive ---------------------------------------------------------------------------
