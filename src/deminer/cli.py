@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from deminer import __version__
 from deminer.case import Case
@@ -152,9 +153,16 @@ def cmd_investigate(args: argparse.Namespace, console: Console) -> int:
         missing = [p for p in args.inputs if not p.exists()]
         for p in missing:
             case.error(clean(p), "no such file or folder")
-        ingest(case, [p for p in args.inputs if p.exists()], host=args.host)
-        findings = _detect_all(case, args, console)
-        _correlate(case, console)
+        # Progress only on a terminal: logs and CI output stay clean.
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console, transient=True, disable=not console.is_terminal) as bar:
+            task = bar.add_task("ingesting", total=None)
+            ingest(case, [p for p in args.inputs if p.exists()], host=args.host,
+                   progress=lambda name: bar.update(task, description=f"ingesting {clean(name, 80)}"))
+            bar.update(task, description="detecting")
+            findings = _detect_all(case, args, console)
+            bar.update(task, description="correlating")
+            _correlate(case, console)
         return _finish(case, findings, args, console)
 
 
