@@ -195,7 +195,8 @@ class Context(object):
             manifest.update(extra)
         data = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
         tmp_out = out_path + ".part"
-        with tarfile.open(tmp_out, "w:gz") as tar:
+        # Level 1: saved binaries barely compress and level 9 cost seconds of a busy host CPU.
+        with tarfile.open(tmp_out, "w:gz", compresslevel=1) as tar:
             info = tarfile.TarInfo("manifest.json")
             info.size = len(data)
             info.mtime = int(time.time())
