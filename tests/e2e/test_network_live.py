@@ -23,13 +23,13 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from deminer.cli import main
+from tests.capture import dumpcap
 
 ATTACKER = "127.0.0.77"
 SCANNER = "127.0.0.200"
@@ -45,33 +45,6 @@ def _free_port() -> int:
         return port
 
 
-@contextmanager
-def dumpcap(capture_filter: str, out: Path) -> Iterator[Path]:
-    """Capture loopback traffic matching ``capture_filter`` into ``out`` while the block runs."""
-    exe = shutil.which("dumpcap")
-    if exe is None:
-        pytest.skip("dumpcap is not installed (make sysdeps)")
-    log = out.with_suffix(".log")
-    with log.open("wb") as err:
-        proc = subprocess.Popen([exe, "-q", "-i", "lo", "-f", capture_filter, "-w", str(out)],
-                                stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        deadline = time.monotonic() + 15
-        while b"Capturing on" not in log.read_bytes() and proc.poll() is None:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        if proc.poll() is not None or b"Capturing on" not in log.read_bytes():
-            pytest.skip(f"dumpcap cannot capture here: {log.read_bytes()[-300:]!r}")
-        yield out
-        time.sleep(0.3)  # let the last packets reach the capture buffer
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def investigate(tmp_path: Path, capture: Path) -> tuple[int, list[dict[str, Any]]]:

@@ -26,6 +26,7 @@ from deminer.scenarios import captures as gen
 from deminer.sources import pcap
 from deminer.sources.base import SourceContext, SourceError
 from deminer.sources.ingest import ingest
+from tests.capture import dumpcap
 from tests.stratum_pool import StratumPool
 
 FORMATS = ("pcap", "pcap-ns", "pcap-be", "pcapng", "pcapng-be")
@@ -375,34 +376,19 @@ def cert(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_real_loopback_capture_of_a_miner_plain_and_tls(tmp_path: Path, cert: tuple[Path, Path]) -> None:
-    exe = shutil.which("dumpcap")
-    if exe is None:
-        pytest.skip("dumpcap is not installed (make sysdeps)")
-    out, log = tmp_path / "lo.pcapng", tmp_path / "dumpcap.log"
+    out = tmp_path / "lo.pcapng"
     with StratumPool() as pool:
         front = TlsFront(*cert, pool.port)
-        flt = f"tcp port {pool.port} or tcp port {front.port}"
-        with log.open("wb") as err:
-            proc = subprocess.Popen([exe, "-q", "-i", "lo", "-f", flt, "-w", str(out)],
-                                    stdout=subprocess.DEVNULL, stderr=err)
         try:
-            deadline = time.monotonic() + 15
-            while b"Capturing on" not in log.read_bytes() and proc.poll() is None:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-            if proc.poll() is not None or b"Capturing on" not in log.read_bytes():
-                pytest.skip(f"dumpcap cannot capture here: {log.read_bytes()[-300:]!r}")
-            miner(socket.create_connection(("127.0.0.1", pool.port)))
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-            ctx.maximum_version = ssl.TLSVersion.TLSv1_2       # the certificate travels in clear
-            miner(ctx.wrap_socket(socket.create_connection(("127.0.0.1", front.port)),
-                                  server_hostname="pool.supportxmr.com"))
-            time.sleep(0.5)
+            with dumpcap(f"tcp port {pool.port} or tcp port {front.port}", out):
+                miner(socket.create_connection(("127.0.0.1", pool.port)))
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                ctx.maximum_version = ssl.TLSVersion.TLSv1_2       # the certificate travels in clear
+                miner(ctx.wrap_socket(socket.create_connection(("127.0.0.1", front.port)),
+                                      server_hostname="pool.supportxmr.com"))
+                time.sleep(0.5)
         finally:
-            proc.terminate()
-            proc.wait(timeout=15)
             front.close()
     flows = parse(out)["flows"]
     plain = [f for f in flows if f["dst_port"] == pool.port and f["app"] == "stratum"]
