@@ -168,3 +168,27 @@ def test_investigate_runs_user_sigma_rules_and_lists_the_rest(tmp_path: Path) ->
     with duckdb.connect(str(case / "case.duckdb")) as db:
         errors = db.execute("SELECT source FROM errors WHERE stage = 'sigma'").fetchall()
     assert any("broken.yml" in e[0] for e in errors)
+
+
+def test_evidence_added_to_a_case_again_is_not_counted_twice(tmp_path: Path) -> None:
+    first, second = AuthLog(host="web1"), AuthLog(host="web2")
+    first.brute_force("203.0.113.7", ["root"], attempts=30, success_user="root")
+    second.benign_login("alice", "192.0.2.10")
+    (tmp_path / "a").mkdir()
+    first.write(tmp_path / "a" / "auth.log")
+    second.write(tmp_path / "b.log")
+    case = tmp_path / "case"
+
+    def counts() -> tuple[int, int, int]:
+        with duckdb.connect(str(case / "case.duckdb"), read_only=True) as db:
+            ev = db.execute("SELECT count(*) FROM events").fetchall()[0][0]
+            fi = db.execute("SELECT count(*) FROM findings").fetchall()[0][0]
+            dup = db.execute("SELECT count(*) FROM inputs WHERE kind = 'duplicate'").fetchall()[0][0]
+        return ev, fi, dup
+
+    assert main(["investigate", str(tmp_path / "a"), "--case", str(case), "--quiet"]) == 1
+    events, findings, _ = counts()
+    assert main(["investigate", str(tmp_path / "a"), "--case", str(case), "--quiet"]) == 1
+    assert counts() == (events, findings, 1)  # same bytes: skipped, findings unchanged
+    assert main(["investigate", str(tmp_path / "b.log"), "--case", str(case), "--quiet"]) == 1
+    assert counts()[0] > events  # new evidence is added to what the case holds

@@ -117,6 +117,18 @@ def ingest_file(
             summary.skipped.append(name)
             case.add("inputs", [{**record, "kind": "unrecognised", "size": size}])
         return
+    try:
+        digest = _sha256(path)
+    except OSError as exc:
+        fail(f"cannot read: {exc.strerror or exc}")
+        return
+    # Evidence added to an existing case again (same bytes, read without error before) is
+    # not read twice: its rows are already there, and doubling them would double counts.
+    if case.query("SELECT 1 FROM inputs WHERE sha256 = ? AND error IS NULL AND kind = ? LIMIT 1",
+                  [digest, source.name]):
+        summary.skipped.append(name)
+        case.add("inputs", [{**record, "kind": "duplicate", "size": size, "sha256": digest}])
+        return
     summary.files += 1
     ctx = SourceContext(path=path, display=name, host=host, workdir=workdir)
     rows = 0
@@ -132,4 +144,4 @@ def ingest_file(
         fail(f"{source.name}: unreadable input ({type(exc).__name__}: {exc})")
         return
     case.add("inputs", [{**record, "kind": source.name, "size": size, "rows": rows,
-                         "sha256": _sha256(path)}])
+                         "sha256": digest}])
