@@ -122,10 +122,11 @@ def ingest_file(
     except OSError as exc:
         fail(f"cannot read: {exc.strerror or exc}")
         return
-    # Evidence added to an existing case again (same bytes, read without error before) is
-    # not read twice: its rows are already there, and doubling them would double counts.
-    if case.query("SELECT 1 FROM inputs WHERE sha256 = ? AND error IS NULL AND kind = ? LIMIT 1",
-                  [digest, source.name]):
+    # Evidence added to an existing case again (same bytes, same host, read without error
+    # before) is not read twice: its rows are already there, and doubling them would double
+    # counts. The host is part of the key: two hosts' identical logs are two pieces of evidence.
+    if case.query("SELECT 1 FROM inputs WHERE sha256 = ? AND error IS NULL AND kind = ? "
+                  "AND host IS NOT DISTINCT FROM ? LIMIT 1", [digest, source.name, host]):
         summary.skipped.append(name)
         case.add("inputs", [{**record, "kind": "duplicate", "size": size, "sha256": digest}])
         return
