@@ -39,6 +39,25 @@ def sha256_file(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+class BundleReader:
+    """A written bundle in memory: every member's bytes and the rows of each table."""
+
+    def __init__(self, path: Path) -> None:
+        self.tables: dict[str, list[dict[str, Any]]] = {}
+        self.members: dict[str, bytes] = {}
+        with tarfile.open(path) as tar:
+            for member in tar.getmembers():
+                fh = tar.extractfile(member)
+                if fh is not None:
+                    self.members[member.name] = fh.read()
+        for name, data in self.members.items():
+            if name.startswith("tables/"):
+                self.tables[name[len("tables/"):-len(".jsonl")]] = [json.loads(x) for x in data.splitlines()]
+
+    def errors(self) -> list[tuple[str, str]]:
+        return [(r["source"], r["message"]) for r in self.tables.get("errors", [])]
+
+
 def bundle_rows(bundle: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, bytes]]:
     """Rows per table and saved files (``files/<sha256>`` -> content) of a written bundle."""
     tables: dict[str, list[dict[str, Any]]] = {}

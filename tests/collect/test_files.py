@@ -14,7 +14,6 @@ import os
 import shutil
 import stat
 import struct
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 
 from deminer.collect import files
 from deminer.collect.bundle import Context, utc_iso
+from tests.collect.conftest import BundleReader
 
 ELF_SOURCE = "/bin/true"
 FS_IOC_GETFLAGS = (2 << 30) | (struct.calcsize("l") << 16) | (ord("f") << 8) | 1
@@ -33,26 +33,11 @@ MINER_CONFIG = json.dumps({"autosave": True, "pools": [
      "DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2VBBEt7f2wfn3RVGQBEP3A", "pass": "x"}]})
 
 
-class Bundle:
-    def __init__(self, path: Path) -> None:
-        self.tables: dict[str, list[dict[str, Any]]] = {}
-        self.members: dict[str, bytes] = {}
-        with tarfile.open(path) as tar:
-            for member in tar.getmembers():
-                fh = tar.extractfile(member)
-                if fh is not None:
-                    self.members[member.name] = fh.read()
-        for name, data in self.members.items():
-            if name.startswith("tables/"):
-                self.tables[name[7:-6]] = [json.loads(x) for x in data.splitlines()]
-
+class Bundle(BundleReader):
     def rows(self, reason: str | None = None) -> list[dict[str, Any]]:
         out = [{k: v for k, v in r.items() if k not in ("host", "ts")}
                for r in self.tables.get("files", []) if reason in (None, r["reason"])]
         return sorted(out, key=lambda r: r["path"])
-
-    def errors(self) -> list[tuple[str, str]]:
-        return [(r["source"], r["message"]) for r in self.tables.get("errors", [])]
 
 
 def run(root: Path, now: float | None = None, max_file_bytes: int = 64 * 1024) -> Bundle:

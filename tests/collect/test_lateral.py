@@ -11,11 +11,9 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import json
 import os
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from hypothesis import strategies as st
 
 from deminer.collect import lateral
 from deminer.collect.bundle import Context
+from tests.collect.conftest import BundleReader
 
 KEYGEN = shutil.which("ssh-keygen")
 needs_keygen = pytest.mark.skipif(KEYGEN is None, reason="needs ssh-keygen (openssh-client)")
@@ -32,20 +31,7 @@ PASSPHRASE = "correct horse"
 
 
 # -- helpers --------------------------------------------------------------------------------
-class Bundle:
-    def __init__(self, path: Path) -> None:
-        self.tables: dict[str, list[dict[str, Any]]] = {}
-        self.members: dict[str, bytes] = {}
-        with tarfile.open(path) as tar:
-            for member in tar.getmembers():
-                fh = tar.extractfile(member)
-                if fh is None:
-                    continue
-                self.members[member.name] = fh.read()
-                if member.name.startswith("tables/"):
-                    rows = [json.loads(x) for x in self.members[member.name].splitlines()]
-                    self.tables[member.name[7:-6]] = rows
-
+class Bundle(BundleReader):
     def rows(self, table: str, keep_ts: bool = False, **match: Any) -> list[dict[str, Any]]:
         out = []
         for row in self.tables.get(table, []):
@@ -53,9 +39,6 @@ class Bundle:
                 row = {k: v for k, v in row.items() if k != "host" and (keep_ts or k != "ts")}
                 out.append(row)
         return out
-
-    def errors(self) -> list[tuple[str, str]]:
-        return [(r["source"], r["message"]) for r in self.tables.get("errors", [])]
 
 
 def run(root: Path) -> Bundle:

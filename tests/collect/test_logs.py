@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import sys
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +18,15 @@ from hypothesis import strategies as st
 
 from deminer.collect import logs
 from deminer.collect.bundle import Context
+from tests.collect.conftest import BundleReader
 
 REAL_AUTH_LOG = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "linux-auth" / \
     "ubuntu-internet-facing-auth.log"
 
 
-class Bundle:
-    def __init__(self, path: Path) -> None:
-        self.tables: dict[str, list[dict[str, Any]]] = {}
-        self.members: dict[str, bytes] = {}
-        with tarfile.open(path) as tar:
-            for member in tar.getmembers():
-                fh = tar.extractfile(member)
-                if fh is not None:
-                    self.members[member.name] = fh.read()
-        for name, data in self.members.items():
-            if name.startswith("tables/"):
-                self.tables[name[7:-6]] = [json.loads(x) for x in data.splitlines()]
-
+class Bundle(BundleReader):
     def rows(self, table: str) -> list[dict[str, Any]]:
         return [{k: v for k, v in r.items() if k != "host"} for r in self.tables.get(table, [])]
-
-    def errors(self) -> list[tuple[str, str]]:
-        return [(r["source"], r["message"]) for r in self.tables.get("errors", [])]
 
     def raw(self) -> dict[str, bytes]:
         return {k[4:]: v for k, v in self.members.items() if k.startswith("raw/")}
