@@ -199,10 +199,9 @@ def test_investigate_runs_correlate(investigate: Any) -> None:
         "`deminer investigate` wrote no host_verdicts: correlate is not wired into the CLI yet"
 
 
-# Case 10's EternalBlue edges are only in each PC's pfirewall.log, which no source reads yet.
-# strict: the day a source reads it and the case passes, this marker must go.
-_OUTBREAK_PENDING = {10: "pfirewall.log (Windows Firewall log) has no source yet: the 7 edges "
-                         "from the teacher's PC are not seen"}
+# Cases whose outbreak picture needs evidence no source reads yet: case number → why.
+# strict: the day a source reads it and the case passes, its marker must go.
+_OUTBREAK_PENDING: dict[int, str] = {}
 
 
 @pytest.mark.parametrize("case_no", [

@@ -14,6 +14,7 @@ from deminer.sources import (
     file_listing,
     netflow,
     pcap,
+    pfirewall,
     registry_hive,
     suricata,
     task_xml,
@@ -37,6 +38,7 @@ SOURCES: tuple[Source, ...] = (
     winevent_json.SOURCE,
     zeek.SOURCE,  # Zeek TSV (#separator/#fields) and JSON lines
     suricata.SOURCE,  # eve.json
+    pfirewall.SOURCE,  # W3C-style like IIS logs: claims only its own #Fields (src-ip dst-ip)
     auth_log.SOURCE,
     web_access.SOURCE,
     netflow.SOURCE,  # header-driven flow CSV/JSON: after the specific formats

@@ -25,10 +25,24 @@ USB_IN = utc("2024-03-18 08:02:10")
 SERVICE = "ApplicationNetBIOSClient"
 LOCATION = f"{hg.NTCV}\\NetworkPlatform\\Location Awareness"
 TEACHER_IP = "192.168.10.18"
+UTC_OFFSET = dt.timedelta(hours=8)          # the school's PCs keep China Standard Time
+
+
+def _time_zone(offset: dt.timedelta, name: str) -> hg.Key:
+    """SYSTEM's TimeZoneInformation as XP writes it. Biases are signed LONGs in minutes
+    (UTC = local + bias) stored as REG_DWORD, so UTC+8's -480 is the unsigned 0xFFFFFE20."""
+    bias = (-int(offset.total_seconds()) // 60) & 0xFFFFFFFF
+    no_rule = bytes(16)                     # SYSTEMTIME zeros: the zone has no daylight saving
+    return hg.Key("ControlSet001\\Control\\TimeZoneInformation", [
+        hg.dword("Bias", bias), hg.dword("ActiveTimeBias", bias), hg.sz("StandardName", name),
+        hg.dword("StandardBias", 0), hg.binary("StandardStart", no_rule),
+        hg.sz("DaylightName", name.replace("Standard", "Daylight")),
+        hg.dword("DaylightBias", -60 & 0xFFFFFFFF), hg.binary("DaylightStart", no_rule)])
 
 
 def _xp(name: str, ip: str) -> WinBox:
     box = WinBox(name, ip, START, noise=False)
+    box.system_keys.append(_time_zone(UTC_OFFSET, "China Standard Time"))
     box.software_keys = [
         hg.Key(hg.NTCV, [hg.sz("ProductName", "Microsoft Windows XP"), hg.sz("CurrentBuildNumber", "2600"),
                          hg.sz("CSDVersion", "Service Pack 3")]),
@@ -58,16 +72,28 @@ def _wannamine(box: WinBox, at: dt.datetime, truth: Truth) -> None:
 
 
 def _firewall_log(box: WinBox, entries: list[tuple[dt.datetime, str]]) -> None:
-    """C:\\WINDOWS\\pfirewall.log: XP SP2+'s firewall log (W3C-style, local time = UTC+8 here)."""
-    lines = ["#Version: 1.5", "#Software: Microsoft Windows Firewall", "#Time Format: Local",
-             "#Fields: date time action protocol src-ip dst-ip src-port dst-port size tcpflags tcpsyn "
-             "tcpack tcpwin icmptype icmpcode info path", ""]
+    """C:\\WINDOWS\\pfirewall.log: XP SP2+'s firewall log (W3C-style, in the PC's local time).
+
+    Besides the teacher's SMB connections (OPEN-INBOUND, then CLOSE) it holds what such a log
+    always has: the PC's own DNS lookups and NetBIOS broadcasts of its neighbours it dropped."""
+    fields = ("date time action protocol src-ip dst-ip src-port dst-port size tcpflags tcpsyn tcpack "
+              "tcpwin icmptype icmpcode info path")
+    gateway, neighbour = "192.168.10.1", "192.168.10.40"
+    records: list[tuple[dt.datetime, str]] = [
+        (START + dt.timedelta(minutes=1), f"OPEN UDP {box.ip} {gateway} 1025 53 - - - - - - - - -"),
+        (START + dt.timedelta(minutes=2), f"CLOSE UDP {box.ip} {gateway} 1025 53 - - - - - - - - -"),
+        (START + dt.timedelta(minutes=3),
+         f"DROP UDP {neighbour} 192.168.10.255 137 137 78 - - - - - - - RECEIVE"),
+    ]
     for i, (when, src) in enumerate(entries):
-        local = when + dt.timedelta(hours=8)
-        lines.append(f"{local:%Y-%m-%d %H:%M:%S} OPEN-INBOUND TCP {src} {box.ip} {1030 + i} 445 "
-                     "- - - - - - - -")
+        conn = f"TCP {src} {box.ip} {1030 + i} 445"
+        records += [(when, f"OPEN-INBOUND {conn} - - - - - - - - -"),
+                    (when + dt.timedelta(seconds=40), f"CLOSE {conn} - - - - - - - - -")]
+    lines = ["#Version: 1.5", "#Software: Microsoft Windows Firewall", "#Time Format: Local",
+             f"#Fields: {fields}", ""]
+    lines += [f"{when + UTC_OFFSET:%Y-%m-%d %H:%M:%S} {text}" for when, text in sorted(records)]
     box.extra_files["C/WINDOWS/pfirewall.log"] = ("\r\n".join(lines).encode("ascii") + b"\r\n",
-                                                  entries[-1][0] if entries else START)
+                                                  max(when for when, _ in records))
 
 
 def build(out: Path, work: Path) -> Truth:
@@ -111,8 +137,9 @@ def build(out: Path, work: Path) -> Truth:
 
     for name in sorted(truth.infected):
         truth.events.append((name, "registry_value"))      # LastBackup, read from the hive
-        truth.want(name, "persistence.wannamine_last_backup")   # no such rule yet: reported as pending
-    truth.notes.append("No network evidence: the edges are the teacher's PC (the only one infected before "
-                       "the others, and the USB stick's) to each student PC at its LastBackup time; the "
-                       "XP firewall logs name the teacher's address on 445 seconds before each.")
+        truth.want(name, "persistence.wannamine_last_backup")
+    truth.notes.append("No sensor: the edges are the teacher's PC (the only one infected before the others, "
+                       "and the USB stick's) to each student PC at its LastBackup time; the XP firewall "
+                       "logs (local time, UTC+8 per each SYSTEM hive) name the teacher's address on 445 "
+                       "seconds before each.")
     return truth
