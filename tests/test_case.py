@@ -54,3 +54,16 @@ def test_ip_hosts_view_maps_addresses_to_hosts() -> None:
         rows = case.query("SELECT ip, host FROM ip_hosts ORDER BY ip")
     assert rows == [{"ip": "10.0.0.5", "host": "web-01"}, {"ip": "10.0.0.6", "host": "db-01"},
                     {"ip": "192.0.2.7", "host": "web-01"}]
+
+
+def test_arrow_batches_insert_by_column_name_after_pending_rows() -> None:
+    import pyarrow as pa
+    with Case(None) as case:
+        case.add("events", [{"host": "a", "event": "first"}])
+        batch = pa.table({"event": ["second", "third"], "host": ["b", "c"],
+                          "not_a_column": [1, 2]})
+        assert case.add("events", batch) == 2
+        assert case.add("events", pa.table({"event": pa.array([], pa.string())})) == 0
+        rows = case.query("SELECT host, event FROM events ORDER BY rowid")
+    assert rows == [{"host": "a", "event": "first"}, {"host": "b", "event": "second"},
+                    {"host": "c", "event": "third"}]

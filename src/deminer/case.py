@@ -159,12 +159,15 @@ class Case:
         self.flush()
         self._db.close()
 
-    def add(self, table: str, rows: Sequence[Row]) -> int:
-        """Append a batch of rows to ``table``; returns how many were taken."""
-        if not rows:
-            return 0
+    def add(self, table: str, rows: Sequence[Row] | pa.Table) -> int:
+        """Append a batch to ``table``: dict rows, or an Arrow table of its columns (any
+        subset, by name; a columnar source skips the dict-per-row step). Returns the count."""
         if table not in TABLES:
             raise KeyError(f"unknown table {table!r}")
+        if isinstance(rows, pa.Table):
+            return self._write_arrow(table, rows)
+        if not rows:
+            return 0
         pending = self._pending.setdefault(table, [])
         pending.extend(rows)
         if len(pending) >= FLUSH_ROWS:
@@ -188,7 +191,20 @@ class Case:
         finally:
             self._db.unregister("_batch")
 
-    def add_batches(self, batches: Iterable[tuple[str, Sequence[Row]]]) -> dict[str, int]:
+    def _write_arrow(self, table: str, arrow: pa.Table) -> int:
+        if not arrow.num_rows:
+            return 0
+        self._write(table)                 # rows added before this batch go in first
+        known = set(TABLES[table].names)
+        cols = ", ".join(f'"{n}"' for n in arrow.column_names if n in known)
+        self._db.register("_batch", arrow)
+        try:
+            self._db.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _batch")
+        finally:
+            self._db.unregister("_batch")
+        return int(arrow.num_rows)
+
+    def add_batches(self, batches: Iterable[tuple[str, Sequence[Row] | pa.Table]]) -> dict[str, int]:
         """Write ``(table, rows)`` batches as a source yields them; returns rows per table."""
         counts: dict[str, int] = {}
         for table, rows in batches:

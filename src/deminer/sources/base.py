@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-Batch = tuple[str, list[dict[str, Any]]]
+import pyarrow as pa
+
+# Dict rows, or an Arrow table of the table's columns from a columnar source.
+Batch = tuple[str, list[dict[str, Any]] | pa.Table]
 BATCH_ROWS = 50_000
 
 
