@@ -39,6 +39,9 @@ from deminer.detect.sigma.correlation import base_rules, correlation_query
 from deminer.detect.sigma.mapping import describe, route
 
 MAX_FILE_BYTES = 1 << 20
+# libyaml's safe loader where PyYAML was built with it: the pure-Python one took 85 % of
+# loading a SigmaHQ-sized checkout.
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 PACK_DIR = Path(__file__).parent / "rules"
 _RULE_KEYS = frozenset({"detection", "correlation", "filter", "action"})
 _TECHNIQUE = re.compile(r"^t\d{4}(\.\d{3})?$")
@@ -76,6 +79,9 @@ class ConvertedRule:
     correlation: bool
     convert_seconds: float
     condition: str = ""   # a correlation's condition in words: "event_count >= 10 within 5m by IpAddress"
+    # A plain rule's route and detection as SQL, so many rules of a route run in one scan.
+    route: str = ""
+    where: str = ""
 
 
 @dataclass
@@ -156,7 +162,7 @@ def read_file(path: Path, out: SigmaSet) -> tuple[list[AnyRule], list[SigmaFilte
         bad(f"not UTF-8 text (byte {exc.start})")
         return [], []
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = list(yaml.load_all(text, Loader=_YAML_LOADER))
     except (yaml.YAMLError, RecursionError) as exc:
         bad("invalid YAML: " + " ".join(str(exc).split())[:300])
         return [], []
@@ -294,7 +300,7 @@ def _convert_plain(backend: DuckDBBackend, rule: SigmaRule, path: str, out: Sigm
                 rule_id=_rule_id(rule, tactic, path, taken), title=rule.title, severity=severity,
                 attack=attack, sigma_id=str(rule.id) if rule.id else None, path=path,
                 sql=rule_query(routed, condition), correlation=False,
-                convert_seconds=time.perf_counter() - started))
+                convert_seconds=time.perf_counter() - started, route=routed, where=condition))
     if isinstance(where, Problem):
         out.problems.append(where)
     return where
