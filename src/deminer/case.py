@@ -133,6 +133,10 @@ class Case:
         self._db.execute("SET TimeZone = 'UTC'")
         for t in TABLES.values():
             self._db.execute(t.ddl())
+        # (sha256, kind, host) of every input read without error, kept in memory so that the
+        # per-file "read before?" check during ingest does not force a write per file.
+        self._inputs_read: set[tuple[Any, Any, Any]] = set(self._db.execute(
+            "SELECT sha256, kind, host FROM inputs WHERE error IS NULL AND sha256 IS NOT NULL").fetchall())
         # Network rules attribute flows and lookups to hosts by address through this view.
         self._db.execute(
             "CREATE VIEW IF NOT EXISTS ip_hosts AS "
@@ -168,6 +172,9 @@ class Case:
             return self._write_arrow(table, rows)
         if not rows:
             return 0
+        if table == "inputs":
+            self._inputs_read.update((r.get("sha256"), r.get("kind"), r.get("host")) for r in rows
+                                     if r.get("sha256") and r.get("error") is None)
         pending = self._pending.setdefault(table, [])
         pending.extend(rows)
         if len(pending) >= FLUSH_ROWS:
@@ -190,6 +197,10 @@ class Case:
             self._db.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _batch")
         finally:
             self._db.unregister("_batch")
+
+    def read_before(self, sha256: str, kind: str, host: str | None) -> bool:
+        """Was an input with these bytes read by this source for this host without error?"""
+        return (sha256, kind, host) in self._inputs_read
 
     def _write_arrow(self, table: str, arrow: pa.Table) -> int:
         if not arrow.num_rows:

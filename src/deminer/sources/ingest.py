@@ -125,8 +125,7 @@ def ingest_file(
     # Evidence added to an existing case again (same bytes, same host, read without error
     # before) is not read twice: its rows are already there, and doubling them would double
     # counts. The host is part of the key: two hosts' identical logs are two pieces of evidence.
-    if case.query("SELECT 1 FROM inputs WHERE sha256 = ? AND error IS NULL AND kind = ? "
-                  "AND host IS NOT DISTINCT FROM ? LIMIT 1", [digest, source.name, host]):
+    if case.read_before(digest, source.name, host):
         summary.skipped.append(name)
         case.add("inputs", [{**record, "kind": "duplicate", "size": size, "sha256": digest}])
         return
