@@ -145,6 +145,12 @@ def _correlate(case: Case, console: Console) -> None:
     if outbreak.patient_zero:
         console.print(f"Patient zero: {clean(', '.join(outbreak.patient_zero))} "
                       f"(entry: {clean(outbreak.entry_vector)})", markup=False)
+    # Infected hosts no edge leads to besides patient zero: separate intrusions (or spread the
+    # evidence does not show), each with its own entry vector.
+    others = [f"{h} (entry: {e.vector})" for h, e in sorted(outbreak.entries.items())
+              if h not in outbreak.patient_zero]
+    if others:
+        console.print(f"Separate entry points: {clean(', '.join(others))}", markup=False)
 
 
 def cmd_investigate(args: argparse.Namespace, console: Console) -> int:

@@ -135,6 +135,16 @@ def _summary(case: Case, hosts: Sequence[HostView], edges: Sequence[EdgeView], r
                    f'<b>{vector}</b>.<div class="reason">Why: '
                    f'{_cite(esc(h.reason or "no reason recorded", 2000), rendered)}'
                    '</div></div>')
+    # Infected hosts no edge leads to, other than patient zero: a second intrusion (two
+    # outbreaks in one case) or spread the evidence does not show. Each has its own way in.
+    for h in hosts:
+        if h.verdict == "infected" and not h.patient_zero and h.entry_vector not in (None, "lateral"):
+            out.append(f'<div class="pz-box entry-point"><b>Separate entry point: '
+                       f'<a href="#{host_anchor(h.host)}">{esc(h.host, 120)}</a></b>, infected '
+                       f'{_ts(h.infected_at)} UTC. Entry vector: <b>{esc(h.entry_vector or "", 200)}</b>. '
+                       'No infection edge inside the case leads to it: another intrusion, or spread '
+                       'the evidence does not show.<div class="reason">Why: '
+                       f'{_cite(esc(h.reason or "no reason recorded", 2000), rendered)}</div></div>')
     if not zeros:
         why = ("correlation has not run on this case: verdicts are derived from findings only"
                if not any(h.correlated for h in hosts) else "correlation named no patient zero")
