@@ -15,6 +15,7 @@ from deminer.detect.engine import detect
 from deminer.detect.rules import load_rules
 from deminer.scenarios.auth_log import AuthLog
 from deminer.sources.ingest import ingest
+from deminer.sources.windows_events import event_row
 from tests.correlate.builders import OUTSIDE, T0, add, at, brute_success, finding, host, iso, miner
 
 WEB1, DB1, APP1 = "10.0.0.5", "10.0.0.9", "10.0.0.7"
@@ -352,9 +353,11 @@ def test_one_edge_per_pair_named_by_the_best_explanation() -> None:
 def test_mssql_login_from_an_infected_host_is_credential_reuse() -> None:
     with Case(None) as case:
         _hosts(case)
-        case.add("events", [{"host": "db1", "ts": at(40), "event": "windows_event", "event_id": 18454,
-                             "channel": "Application", "source": "Application.evtx", "record_id": 77,
-                             "data": json.dumps({"param1": "sa", "param2": f" [CLIENT: {WEB1}]"})}])
+        # MSSQL's own record of a SQL login (Application 18454), as the Windows mapping stores it
+        case.add("events", [event_row(
+            channel="Application", provider="MSSQLSERVER", event_id=18454, record_id=77, computer="DB1",
+            ts=at(40), user_sid=None, fields={"param1": "sa", "param2": f" [CLIENT: {WEB1}]"},
+            source="Application.evtx", host="db1", raw=None)])
         add(case, miner("web1", at(5)), miner("db1", at(41)))
         [edge] = correlate(case).edges
         assert (edge.technique, edge.ts, edge.confidence) == ("credential_reuse", at(40), "medium")

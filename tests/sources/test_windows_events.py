@@ -244,3 +244,30 @@ def test_any_field_values_give_a_well_typed_row(event_id: int, provider: str, fi
 @pytest.mark.parametrize("ev", gen.intrusion(), ids=lambda e: f"{e.event_id}")
 def test_the_demo_intrusion_maps_to_named_events(ev: gen.Event) -> None:
     assert row(ev)["event"] != "windows_event"
+
+
+def _mssql(event_id: int, strings: list[str], provider: str = "MSSQLSERVER") -> dict[str, Any]:
+    return row(gen.Event(provider, "", "Application", event_id, strings, computer="SQL01"))
+
+
+def test_mssql_failed_login_names_account_reason_and_client() -> None:
+    r = _mssql(18456, ["sa", " Reason: Password did not match that for the login provided.",
+                       " [CLIENT: 203.0.113.9]"])
+    assert (r["event"], r["user"], r["src_ip"], r["status"]) == ("logon_failure", "sa", "203.0.113.9",
+                                                                 "bad_password")
+    assert data(r)["reason"].startswith("Reason: Password did not match")
+    assert data(r)["service"] == "mssql" and r["host"] == "sql01"
+    r = _mssql(18456, ["nosuch", " Reason: Could not find a login matching the name provided.",
+                       " [CLIENT: <local machine>]"], provider="MSSQL$SQLEXPRESS")
+    assert (r["event"], r["status"], r.get("src_ip")) == ("logon_failure", "invalid_user", None)
+
+
+def test_mssql_successful_logins_are_logons_with_their_method() -> None:
+    sql = _mssql(18454, ["sa", " [CLIENT: 10.5.1.10]"])
+    assert (sql["event"], sql["user"], sql["src_ip"], sql["status"]) == (
+        "logon_success", "sa", "10.5.1.10", "sql_login")
+    win = _mssql(18453, ["CORP\\svc_backup", " [CLIENT: 10.5.1.20]"])
+    assert (win["event"], win["status"], win["src_ip"]) == ("logon_success", "windows_login", "10.5.1.20")
+    # the same event id from another provider is not a SQL login
+    other = row(gen.Event("SomeApp", "", "Application", 18456, ["x", "[CLIENT: 1.2.3.4]"]))
+    assert other["event"] == "windows_event" and "src_ip" not in other

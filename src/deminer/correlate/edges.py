@@ -219,17 +219,13 @@ def shared_credentials(case: Case, facts: list[Fact], ident: Identity) -> list[C
 
 REUSE_WINDOW = dt.timedelta(hours=1)
 PROMPT = dt.timedelta(minutes=10)
-# Logons that name their client: sshd/4624 logons, and MSSQL's "Login succeeded for user 'sa'.
-# [CLIENT: 10.5.1.10]" (Application 18454), which SQL logins leave instead of a 4624.
+# Logons that name their client: sshd/4624 logons and MSSQL's 18454/18453 ("Login succeeded
+# for user 'sa'. [CLIENT: 10.5.1.10]"), which SQL logins leave instead of a 4624.
 _LOGONS = """
-SELECT host, ts, src, "user", source, line FROM (
-  SELECT host, ts, src_ip AS src, "user", source, coalesce(source_line, record_id) AS line
-  FROM events WHERE event = 'logon_success' AND src_ip IS NOT NULL
-  UNION ALL
-  SELECT host, ts, regexp_extract(data, 'CLIENT: *([0-9A-Fa-f:.]+)', 1),
-         coalesce("user", json_extract_string(data, '$.param1')), source, coalesce(source_line, record_id)
-  FROM events WHERE event_id = 18454 AND json_valid(data) AND contains(data, 'CLIENT:')
-) x WHERE ts IS NOT NULL AND list_contains(?, src) ORDER BY ts, host"""
+SELECT host, ts, src_ip AS src, "user", source, coalesce(source_line, record_id) AS line
+FROM events WHERE event = 'logon_success' AND src_ip IS NOT NULL AND ts IS NOT NULL
+  AND list_contains(?, src_ip)
+ORDER BY ts, host"""
 
 
 def valid_logons(case: Case, ident: Identity, times: dict[str, dt.datetime],

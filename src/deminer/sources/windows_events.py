@@ -115,6 +115,32 @@ def _wmi_binding(row: dict[str, Any], fields: Fields, extras: Fields) -> None:
         row["command"] = command
 
 
+_MSSQL_CLIENT = re.compile(r"\[CLIENT: *([0-9A-Fa-f:.]+|<local machine>)\]")
+
+
+def _mssql_login(row: dict[str, Any], fields: Fields, extras: Fields) -> None:
+    # MSSQL writes its logins to the Application log as unnamed strings: the login name, the
+    # reason (failures) and " [CLIENT: 10.5.1.10]" — the only record of a SQL login's source
+    # (no 4624 is written), and what miner worms brute-force as 'sa'.
+    texts = [text(v) or "" for k, v in fields.items() if k.startswith("param")]
+    for value in texts:
+        found = _MSSQL_CLIENT.search(value)
+        if found:
+            if found.group(1) != "<local machine>":
+                row["src_ip"] = found.group(1)
+            break
+    if row.get("user"):
+        row["user"] = row["user"].strip().strip("'") or None
+    reason = next((t.strip() for t in texts if t.strip().startswith("Reason:")), None)
+    if reason:
+        extras["reason"] = reason
+    if row["event"] == "logon_failure":
+        low = (reason or "").lower()
+        row["status"] = ("bad_password" if "password did not match" in low else
+                         "invalid_user" if "could not find a login" in low else "failed")
+    extras["service"] = "mssql"
+
+
 # --- the table --------------------------------------------------------------------------------
 
 _SUBJECT = {"subject_user": "SubjectUserName", "subject_domain": "SubjectDomainName",
@@ -237,6 +263,12 @@ MAPPINGS: dict[tuple[str, int], Spec] = {
                           const={"logon_type": 10}),
     ("rdp_rcm", 1149): Spec("logon_success", _TS_LOGON, {"domain": "Param2"},
                             const={"logon_type": 10}),
+    # Microsoft SQL Server (Application log): failed, SQL-authenticated and Windows logins.
+    ("mssql", 18456): Spec("logon_failure", {"user": "param1"}, hook=_mssql_login),
+    ("mssql", 18454): Spec("logon_success", {"user": "param1"}, hook=_mssql_login,
+                           const={"status": "sql_login"}),
+    ("mssql", 18453): Spec("logon_success", {"user": "param1"}, hook=_mssql_login,
+                           const={"status": "windows_login"}),
     # WMI activity: 5861 is a permanent event subscription (filter-to-consumer binding).
     **{("wmi", i): Spec("wmi_activity", _WMI, _WMI_X) for i in (5857, 5858, 5859, 5860)},
     ("wmi", 5861): Spec("wmi_subscription", _WMI,
@@ -245,7 +277,7 @@ MAPPINGS: dict[tuple[str, int], Spec] = {
 
 # Providers first, then channels (lower case); a provider's ".../Operational" log maps with
 # it. The bare "security"/"system" channels let exports without a provider still map.
-_FAMILIES: dict[str, str] = {"security": "security", "system": "system",
+_FAMILIES: dict[str, str] = {"security": "security", "system": "system", "mssqlserver": "mssql",
                              "service control manager": "system", "eventlog": "eventlog"}
 for _name, _family in (("security-auditing", "security"), ("eventlog", "eventlog"), ("sysmon", "sysmon"),
                        ("powershell", "powershell"), ("taskscheduler", "taskscheduler"),
@@ -272,7 +304,9 @@ def lookup(provider: str | None, channel: str | None, event_id: int | None) -> S
     found = _GENERIC
     if event_id is not None:
         for name in (provider, channel):
-            family = _FAMILIES.get(name.strip().lower()) if name else None
+            low = name.strip().lower() if name else ""
+            # Named SQL Server instances log as MSSQL$<INSTANCE>.
+            family = _FAMILIES.get(low) or ("mssql" if low.startswith("mssql$") else None)
             if family and (family, event_id) in MAPPINGS:
                 found = MAPPINGS[(family, event_id)]
                 break
