@@ -192,3 +192,30 @@ def test_evidence_added_to_a_case_again_is_not_counted_twice(tmp_path: Path) -> 
     assert counts() == (events, findings, 1)  # same bytes: skipped, findings unchanged
     assert main(["investigate", str(tmp_path / "b.log"), "--case", str(case), "--quiet"]) == 1
     assert counts()[0] > events  # new evidence is added to what the case holds
+
+
+def test_flow_columns_maps_an_export_whose_header_is_not_recognised(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    export = tmp_path / "flows.csv"
+    export.write_text("when,client,server,svc_port,octets\n"
+                      "2024-05-02T03:10:00Z,10.0.0.5,198.51.100.7,3333,5120\n"
+                      "2024-05-02T03:11:00Z,10.0.0.5,198.51.100.7,3333,4096\n", encoding="utf-8")
+    plain = tmp_path / "plain"
+    assert main(["investigate", str(export), "--case", str(plain), "--quiet"]) in (0, 1)
+    with duckdb.connect(str(plain / "case.duckdb"), read_only=True) as db:
+        assert db.execute("SELECT count(*) FROM flows").fetchone() == (0,)
+        [(error,)] = db.execute("SELECT message FROM errors").fetchall()
+    assert "not a recognised evidence format" in error
+
+    mapped = tmp_path / "mapped"
+    code = main(["investigate", str(export), "--case", str(mapped), "--quiet", "--flow-columns",
+                 "start=when, src_ip=client,dst_ip=server,dst_port=svc_port,bytes=octets"])
+    assert code in (0, 1)
+    with duckdb.connect(str(mapped / "case.duckdb"), read_only=True) as db:
+        rows = db.execute("SELECT src_ip, dst_ip, dst_port, bytes, ts FROM flows ORDER BY ts").fetchall()
+    assert rows == [("10.0.0.5", "198.51.100.7", 3333, 5120, dt.datetime(2024, 5, 2, 3, 10)),
+                    ("10.0.0.5", "198.51.100.7", 3333, 4096, dt.datetime(2024, 5, 2, 3, 11))]
+    capsys.readouterr()
+    assert main(["investigate", str(export), "--case", str(tmp_path / "bad"), "--flow-columns",
+                 "src_ip=client,destination=server"]) == 2
+    assert "unknown flow column role 'destination'" in capsys.readouterr().out

@@ -25,6 +25,7 @@ from deminer.detect.rules import RuleError, load_rules
 from deminer.model import SEVERITIES, severity_rank
 from deminer.report.jsonl import write_findings
 from deminer.report.terminal import render
+from deminer.sources.base import Source
 from deminer.sources.ingest import ingest
 from deminer.textsafe import clean
 
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("inputs", nargs="+", type=Path, help="bundles, logs or folders of them")
     i.add_argument("--case", type=Path, default=Path("deminer-case"), help="case folder")
     i.add_argument("--host", help="host id for inputs that do not name their host")
+    i.add_argument("--flow-columns", metavar="ROLE=COLUMN,…",
+                   help="columns of a flow export (CSV/JSON lines) whose header deminer does not "
+                        "recognise, e.g. src_ip=client,dst_ip=server,dst_port=svc_port,bytes=octets")
     _add_detect_options(i)
 
     sub.add_parser("collect", add_help=False,
@@ -153,7 +157,22 @@ def _correlate(case: Case, console: Console) -> None:
         console.print(f"Separate entry points: {clean(', '.join(others))}", markup=False)
 
 
+def _sources(args: argparse.Namespace) -> tuple[Source, ...]:
+    """The sources, with the netflow one told the user's column mapping (``--flow-columns``)."""
+    from deminer.sources import SOURCES, netflow
+
+    if not getattr(args, "flow_columns", None):
+        return SOURCES
+    mapped = netflow.mapped_source(netflow.parse_mapping(args.flow_columns))
+    return tuple(mapped if s is netflow.SOURCE else s for s in SOURCES)
+
+
 def cmd_investigate(args: argparse.Namespace, console: Console) -> int:
+    try:
+        sources = _sources(args)
+    except ValueError as exc:
+        console.print(f"--flow-columns: {clean(str(exc))}", markup=False)
+        return 2
     with Case(args.case) as case:
         _load_iocs(case, args.ioc)
         missing = [p for p in args.inputs if not p.exists()]
@@ -163,7 +182,7 @@ def cmd_investigate(args: argparse.Namespace, console: Console) -> int:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True, disable=not console.is_terminal) as bar:
             task = bar.add_task("ingesting", total=None)
-            ingest(case, [p for p in args.inputs if p.exists()], host=args.host,
+            ingest(case, [p for p in args.inputs if p.exists()], host=args.host, sources=sources,
                    progress=lambda name: bar.update(task, description=f"ingesting {clean(name, 80)}"))
             bar.update(task, description="detecting")
             findings = _detect_all(case, args, console)

@@ -367,3 +367,45 @@ def parse(ctx: SourceContext) -> Iterator[Batch]:
 
 
 SOURCE = Source("netflow", sniff, parse)
+
+
+def parse_mapping(text: str) -> dict[str, str]:
+    """``"src_ip=client,dst_ip=server"`` → role → column; ValueError naming what is wrong."""
+    mapping: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        role, sep, column = part.partition("=")
+        role, column = role.strip(), column.strip()
+        if not sep or not role or not column:
+            raise ValueError(f"{part!r} is not ROLE=COLUMN")
+        if role not in ROLES:
+            raise ValueError(f"unknown flow column role {role!r}; known: {', '.join(ROLES)}")
+        mapping[role] = column
+    if not mapping:
+        raise ValueError("no ROLE=COLUMN pairs given")
+    return mapping
+
+
+def mapped_source(mapping: Mapping[str, str]) -> Source:
+    """The netflow source with the user's column mapping: it also claims a flow export whose
+    header names every mapped column even when the header's own names say nothing."""
+    wanted = set(mapping.values())
+
+    def sniff_mapped(path: Path, head: bytes) -> bool:
+        if sniff(path, head):
+            return True
+        text = head_text(head)
+        lines = [ln for ln in (text or "").split("\n") if ln.strip() and not ln.startswith("#")]
+        if not lines:
+            return False
+        first = lines[0].strip()
+        if first.startswith("{"):
+            try:
+                keys = set(_flatten(orjson.loads(first)))
+            except (orjson.JSONDecodeError, TypeError, AttributeError):
+                return False
+        else:
+            keys = set(_layout(first)[1])
+        plan = {**plan_of(sorted(keys)), **mapping}
+        return wanted <= keys and "src_ip" in plan and "dst_ip" in plan
+
+    return Source("netflow", sniff_mapped, lambda ctx: parse_with_mapping(ctx, mapping))
