@@ -26,10 +26,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from deminer.sources.windows_tree import find_nocase
 
 MAX_LEVELS = 6                 # Windows/System32/LogFiles/Firewall/pfirewall.log: the root is 5 up
 MAX_HIVE = 512 << 20           # regipy reads a hive whole; SYSTEM hives are 10-100 MiB
@@ -51,24 +52,10 @@ class HostTimeZone:
         return local + dt.timedelta(minutes=self.bias) if self.bias else local
 
 
-def _child(folder: Path, name: str) -> Path | None:
-    """``folder/name`` whatever its case; a symlink is not followed (it may point anywhere)."""
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.lower() == name and not entry.is_symlink():
-                    return Path(entry.path)
-    except OSError:
-        return None
-    return None
-
-
 def find_system_hive(file: Path, levels: int = MAX_LEVELS) -> Path | None:
     """The ``Windows/System32/config/SYSTEM`` of the drive copy holding ``file``, or None."""
     for folder in list(file.absolute().parents)[:levels]:
-        found: Path | None = folder
-        for name in _HIVE_PATH:
-            found = _child(found, name) if found is not None else None
+        found = find_nocase(folder, *_HIVE_PATH)
         if found is not None and found.is_file():
             return found
     return None

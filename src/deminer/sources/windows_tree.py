@@ -68,7 +68,8 @@ def _child(folder: Path, name: str) -> Path | None:
     return None
 
 
-def _find(folder: Path | None, *names: str) -> Path | None:
+def find_nocase(folder: Path | None, *names: str) -> Path | None:
+    """``folder/a/b/…`` matching each name case-insensitively (symlinks not followed)."""
     for name in names:
         if folder is None:
             return None
@@ -79,13 +80,13 @@ def _find(folder: Path | None, *names: str) -> Path | None:
 @functools.lru_cache(maxsize=65536)
 def detect_windows_root(path: Path) -> WindowsRoot | None:
     """The Windows tree rooted at ``path``, or None if ``path`` is not a drive copy."""
-    system32 = _find(path, "windows", "system32")
+    system32 = find_nocase(path, "windows", "system32")
     if system32 is None:
         return None
-    hive = _find(system32, "config", "system")
+    hive = find_nocase(system32, "config", "system")
     if hive is not None and not hive.is_file():
         hive = None
-    logs, tasks = _find(system32, "winevt", "logs"), _find(system32, "tasks")
+    logs, tasks = find_nocase(system32, "winevt", "logs"), find_nocase(system32, "tasks")
     if hive is None and not (logs and logs.is_dir()) and not (tasks and tasks.is_dir()):
         return None
     name = hive_computer_name(hive) if hive is not None else None
