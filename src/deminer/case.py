@@ -38,6 +38,7 @@ def arrow_schema(table: Table) -> pa.Schema:
 
 
 _SCHEMAS: dict[str, pa.Schema] = {name: arrow_schema(t) for name, t in TABLES.items()}
+_STRUCTS: dict[str, pa.DataType] = {name: pa.struct(list(s)) for name, s in _SCHEMAS.items()}
 FLUSH_ROWS = 50_000
 
 
@@ -106,6 +107,12 @@ def to_utc(value: Any) -> dt.datetime | None:
 def rows_to_arrow(table: str, rows: Sequence[Row]) -> pa.Table:
     """Columnar Arrow table for ``rows``; unknown keys are ignored, missing ones are NULL."""
     schema = _SCHEMAS[table]
+    try:
+        # Fast path: Arrow walks the dicts in C++ (twice as fast as a list per column), when
+        # every value already has its column's type, as sources write them.
+        return pa.Table.from_struct_array(pa.array(rows, type=_STRUCTS[table]))
+    except (pa.ArrowException, TypeError, ValueError, OverflowError, UnicodeError):
+        pass
     arrays = []
     for col, fld in zip(TABLES[table].columns, schema, strict=True):
         values = [r.get(col.name) for r in rows]

@@ -261,9 +261,15 @@ def detect(case: Case, rule: Rule) -> list[Finding]:
     """One finding per command whose base64 payload carries miner evidence."""
     ind = Indicators.load(case)
     out: list[Finding] = []
+    # Logs repeat the same command line (services, tasks, a worm's launcher on every run):
+    # each distinct text is decoded once.
+    seen: dict[str, list[tuple[Layer, dict[str, list[str]]]]] = {}
     for row in case.query(_SOURCES):
-        hits = [(layer, found) for layer in decode_layers(row["text"] or "")
-                if (found := match(layer.decoded, ind))]
+        text = row["text"] or ""
+        hits = seen.get(text)
+        if hits is None:
+            hits = seen[text] = [(layer, found) for layer in decode_layers(text)
+                                 if (found := match(layer.decoded, ind))]
         if hits:
             out.append(_finding(row, rule, hits))
     return out
