@@ -124,13 +124,27 @@ def rows_to_arrow(table: str, rows: Sequence[Row]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def conform(table: str, arrow: pa.Table) -> pa.Table:
+    """``arrow`` with exactly ``table``'s columns and types: missing ones NULL, unknown ones
+    dropped, others cast (a source may send any subset, e.g. int32 where BIGINT is stored)."""
+    schema = _SCHEMAS[table]
+    if arrow.schema.equals(schema):
+        return arrow
+    have = set(arrow.column_names)
+    cols = [arrow.column(f.name).cast(f.type) if f.name in have else pa.nulls(arrow.num_rows, f.type)
+            for f in schema]
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
 class Case:
     """An open case store. Use as a context manager or call ``close``."""
 
     def __init__(self, path: Path | str | None) -> None:
         """Open (or create) the store at ``path``/case.duckdb; ``None`` means in memory."""
         self.dir: Path | None = None
-        self._pending: dict[str, list[Row]] = {}
+        # Per table: batches not yet written, dict rows (a list, extended in place) or Arrow.
+        self._pending: dict[str, list[list[Row] | pa.Table]] = {}
+        self._pending_rows: dict[str, int] = {}
         if path is None:
             self._db = duckdb.connect(":memory:")
         else:
@@ -172,21 +186,31 @@ class Case:
 
     def add(self, table: str, rows: Sequence[Row] | pa.Table) -> int:
         """Append a batch to ``table``: dict rows, or an Arrow table of its columns (any
-        subset, by name; a columnar source skips the dict-per-row step). Returns the count."""
+        subset, by name; a columnar source skips the dict-per-row step). Returns the count.
+
+        Batches are gathered per table and written ``FLUSH_ROWS`` at a time (or when the case
+        is read): every INSERT into the case file is a commit, and small ones dominate ingest.
+        """
         if table not in TABLES:
             raise KeyError(f"unknown table {table!r}")
-        if isinstance(rows, pa.Table):
-            return self._write_arrow(table, rows)
-        if not rows:
+        n = rows.num_rows if isinstance(rows, pa.Table) else len(rows)
+        if not n:
             return 0
-        if table == "inputs":
-            self._inputs_read.update((r.get("sha256"), r.get("kind"), r.get("host")) for r in rows
-                                     if r.get("sha256") and r.get("error") is None)
-        pending = self._pending.setdefault(table, [])
-        pending.extend(rows)
-        if len(pending) >= FLUSH_ROWS:
+        chunks = self._pending.setdefault(table, [])
+        if isinstance(rows, pa.Table):
+            chunks.append(conform(table, rows))
+        else:
+            if table == "inputs":
+                self._inputs_read.update((r.get("sha256"), r.get("kind"), r.get("host")) for r in rows
+                                         if r.get("sha256") and r.get("error") is None)
+            if chunks and isinstance(chunks[-1], list):
+                chunks[-1].extend(rows)
+            else:
+                chunks.append(list(rows))
+        self._pending_rows[table] = self._pending_rows.get(table, 0) + n
+        if self._pending_rows[table] >= FLUSH_ROWS:
             self._write(table)
-        return len(rows)
+        return n
 
     def flush(self) -> None:
         """Write every pending row."""
@@ -194,10 +218,12 @@ class Case:
             self._write(table)
 
     def _write(self, table: str) -> None:
-        rows = self._pending.pop(table, [])
-        if not rows:
+        chunks = self._pending.pop(table, [])
+        self._pending_rows.pop(table, None)
+        if not chunks:
             return
-        arrow = rows_to_arrow(table, rows)
+        parts = [c if isinstance(c, pa.Table) else rows_to_arrow(table, c) for c in chunks]
+        arrow = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
         self._db.register("_batch", arrow)
         try:
             cols = ", ".join(f'"{n}"' for n in TABLES[table].names)
@@ -208,19 +234,6 @@ class Case:
     def read_before(self, sha256: str, kind: str, host: str | None) -> bool:
         """Was an input with these bytes read by this source for this host without error?"""
         return (sha256, kind, host) in self._inputs_read
-
-    def _write_arrow(self, table: str, arrow: pa.Table) -> int:
-        if not arrow.num_rows:
-            return 0
-        self._write(table)                 # rows added before this batch go in first
-        known = set(TABLES[table].names)
-        cols = ", ".join(f'"{n}"' for n in arrow.column_names if n in known)
-        self._db.register("_batch", arrow)
-        try:
-            self._db.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _batch")
-        finally:
-            self._db.unregister("_batch")
-        return int(arrow.num_rows)
 
     def add_batches(self, batches: Iterable[tuple[str, Sequence[Row] | pa.Table]]) -> dict[str, int]:
         """Write ``(table, rows)`` batches as a source yields them; returns rows per table."""

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("inputs", nargs="+", type=Path, help="bundles, logs or folders of them")
     i.add_argument("--case", type=Path, default=Path("deminer-case"), help="case folder")
     i.add_argument("--host", help="host id for inputs that do not name their host")
+    i.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes parsing files in parallel (default: from the cores and the "
+                        "input size; 1 = none)")
     i.add_argument("--flow-columns", metavar="ROLE=COLUMN,…",
                    help="columns of a flow export (CSV/JSON lines) whose header deminer does not "
                         "recognise, e.g. src_ip=client,dst_ip=server,dst_port=svc_port,bytes=octets")
@@ -183,6 +186,7 @@ def cmd_investigate(args: argparse.Namespace, console: Console) -> int:
                       console=console, transient=True, disable=not console.is_terminal) as bar:
             task = bar.add_task("ingesting", total=None)
             ingest(case, [p for p in args.inputs if p.exists()], host=args.host, sources=sources,
+                   workers=args.workers if args.workers is None else max(1, args.workers),
                    progress=lambda name: bar.update(task, description=f"ingesting {clean(name, 80)}"))
             bar.update(task, description="detecting")
             findings = _detect_all(case, args, console)

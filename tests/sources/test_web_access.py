@@ -303,9 +303,8 @@ def test_a_folder_with_both_kinds_goes_to_the_right_sources(tmp_path: Path) -> N
     auth.write(tmp_path / "auth.log")
     small_log().write(tmp_path / "access.log", fmt="nginx_vhost")
     small_log().write(tmp_path / "u_ex240330.log", fmt="iis")
-    with Case(None) as case:
-        for sources in ((auth_log.SOURCE, wa.SOURCE), (wa.SOURCE, auth_log.SOURCE)):
-            case.db.execute("DELETE FROM inputs")
+    for sources in ((auth_log.SOURCE, wa.SOURCE), (wa.SOURCE, auth_log.SOURCE)):
+        with Case(None) as case:
             ingest(case, [tmp_path], sources=sources)
             assert case.query("SELECT path, kind FROM inputs ORDER BY path") == [
                 {"path": str(tmp_path / "access.log"), "kind": "web_access"},

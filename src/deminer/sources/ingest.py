@@ -13,10 +13,11 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from deminer.case import Case
-from deminer.sources import windows_tree
-from deminer.sources.base import Source, SourceContext, SourceError
+from deminer.sources import parallel, windows_tree
+from deminer.sources.base import Batch, Source, SourceContext, SourceError
 
 HEAD_BYTES = 65536
 
@@ -65,27 +66,83 @@ def ingest(
     host: str | None = None,
     sources: Iterable[Source] | None = None,
     progress: Callable[[str], None] | None = None,
+    workers: int | None = 1,
 ) -> IngestSummary:
-    """Ingest every input (files or folders) into ``case``."""
+    """Ingest every input (files or folders) into ``case``.
+
+    ``workers``: processes that parse files (``parallel``); None picks a count from the cores
+    and the input's size. Rows are stored in the same order either way. Worker processes are
+    spawned, which re-imports the calling script: scripts that ask for workers need the usual
+    ``if __name__ == "__main__":`` guard (the ``deminer`` command has it).
+    """
     if sources is None:
         from deminer.sources import SOURCES
         sources = SOURCES
     source_list = tuple(sources)
     summary = IngestSummary()
     workdir = (case.dir or Path.cwd()) / "evidence"
+    files: list[tuple[Path, str | None, bool]] = []
     for path in paths:
         if path.is_dir() and not path.is_symlink():
-            for f in _walk(path):
-                # A copy of C:\ (KAPE, a mounted image) names its host in its SYSTEM hive.
-                ingest_file(case, f, host or windows_tree.host_for(f, path), source_list, workdir,
-                            summary, explicit=False)
-                if progress:
-                    progress(display_name(f))
+            # A copy of C:\ (KAPE, a mounted image) names its host in its SYSTEM hive.
+            files.extend((f, host or windows_tree.host_for(f, path), False) for f in _walk(path))
         else:
-            ingest_file(case, path, host, source_list, workdir, summary, explicit=True)
-            if progress:
-                progress(display_name(path))
+            files.append((path, host, True))
+    if workers is None:
+        workers = parallel.worker_count(len(files), sum(parallel.file_size(f) for f, _, _ in files))
+    pool = parallel.Pool(workers) if workers > 1 else None
+    claimed: set[tuple[str, str, str | None]] = set()
+
+    def finish(job: _Job, batches: Iterable[Batch]) -> None:
+        _store(case, job, batches, summary)
+        if progress:
+            progress(job.name)
+
+    def drain(until_free: bool) -> None:
+        while pool is not None and pool.pending and (not until_free or pool.full()):
+            job, result = pool.next_done()
+            finish(job, _worker_batches(job, result))
+
+    try:
+        for path, owner, explicit in files:
+            job = _prepare(case, path, owner, source_list, workdir, summary, explicit, claimed=claimed)
+            if job is None:
+                if progress:
+                    progress(display_name(path))
+                continue
+            if pool is not None and parallel.can_run_in_worker(job.source, job.size):
+                drain(until_free=True)
+                try:
+                    pool.submit(job, job.source, job.ctx)
+                    continue
+                except RuntimeError:           # the pool broke (a worker was killed)
+                    pass
+            drain(until_free=False)            # earlier files first: same order as serial
+            finish(job, job.source.parse(job.ctx))
+        drain(until_free=False)
+    finally:
+        if pool is not None:
+            pool.close()
     return summary
+
+
+@dataclass
+class _Job:
+    """A file picked for parsing: its source, provenance and ``inputs`` record."""
+
+    name: str
+    host: str | None
+    source: Source
+    size: int
+    digest: str
+    record: dict[str, Any]
+    ctx: SourceContext
+
+
+def _worker_batches(job: _Job, result: Any) -> Iterable[Batch]:
+    if isinstance(result, BaseException):    # the worker died: read the file here instead
+        return job.source.parse(job.ctx)
+    return parallel.replay(result)
 
 
 def ingest_file(
@@ -93,55 +150,80 @@ def ingest_file(
     summary: IngestSummary, explicit: bool = True, display: str | None = None,
 ) -> None:
     """Ingest one file, recording an ``inputs`` row and any error."""
+    job = _prepare(case, path, host, sources, workdir, summary, explicit, display)
+    if job is not None:
+        _store(case, job, job.source.parse(job.ctx), summary)
+
+
+def _fail(case: Case, summary: IngestSummary, name: str, host: str | None, record: dict[str, Any],
+          message: str) -> None:
+    summary.errors.append(f"{name}: {message}")
+    case.error(name, message, host=host)
+    case.add("inputs", [{**record, "error": message}])
+
+
+def _prepare(
+    case: Case, path: Path, host: str | None, sources: tuple[Source, ...], workdir: Path,
+    summary: IngestSummary, explicit: bool = True, display: str | None = None,
+    claimed: set[tuple[str, str, str | None]] | None = None,
+) -> _Job | None:
+    """Sniff, hash and de-duplicate one file; the job to parse it, or None (recorded why)."""
     name = display or display_name(path)
     now = dt.datetime.now(dt.UTC)
-    record = {"path": name, "ingested_at": now, "host": host}
-
-    def fail(message: str) -> None:
-        summary.errors.append(f"{name}: {message}")
-        case.error(name, message, host=host)
-        case.add("inputs", [{**record, "error": message}])
-
+    record: dict[str, Any] = {"path": name, "ingested_at": now, "host": host}
     try:
         with path.open("rb") as fh:
             head = fh.read(HEAD_BYTES)
         size = path.stat().st_size
     except OSError as exc:
-        fail(f"cannot read: {exc.strerror or exc}")
-        return
+        _fail(case, summary, name, host, record, f"cannot read: {exc.strerror or exc}")
+        return None
     source = pick_source(path, head, sources)
     if source is None:
         if explicit:
-            fail("not a recognised evidence format")
+            _fail(case, summary, name, host, record, "not a recognised evidence format")
         else:
             summary.skipped.append(name)
             case.add("inputs", [{**record, "kind": "unrecognised", "size": size}])
-        return
+        return None
     try:
         digest = _sha256(path)
     except OSError as exc:
-        fail(f"cannot read: {exc.strerror or exc}")
-        return
+        _fail(case, summary, name, host, record, f"cannot read: {exc.strerror or exc}")
+        return None
     # Evidence added to an existing case again (same bytes, same host, read without error
     # before) is not read twice: its rows are already there, and doubling them would double
     # counts. The host is part of the key: two hosts' identical logs are two pieces of evidence.
-    if case.read_before(digest, source.name, host):
+    # ``claimed``: files of this run still being parsed by workers count as read.
+    key = (digest, source.name, host)
+    if case.read_before(digest, source.name, host) or (claimed is not None and key in claimed):
         summary.skipped.append(name)
         case.add("inputs", [{**record, "kind": "duplicate", "size": size, "sha256": digest}])
-        return
+        return None
+    if claimed is not None:
+        claimed.add(key)
     summary.files += 1
     ctx = SourceContext(path=path, display=name, host=host, workdir=workdir)
+    return _Job(name, host, source, size, digest, record, ctx)
+
+
+def _store(case: Case, job: _Job, batches: Iterable[Batch], summary: IngestSummary) -> None:
+    """Write a file's batches as they come, then its ``inputs`` row or its error."""
     rows = 0
     try:
-        for table, batch in source.parse(ctx):
+        for table, batch in batches:
             n = case.add(table, batch)
             rows += n
             summary.rows[table] = summary.rows.get(table, 0) + n
     except SourceError as exc:
-        fail(f"{source.name}: {exc}")
+        _fail(case, summary, job.name, job.host, job.record, f"{job.source.name}: {exc}")
+        return
+    except parallel.WorkerReadError as exc:
+        _fail(case, summary, job.name, job.host, job.record, f"{job.source.name}: unreadable input ({exc})")
         return
     except (OSError, ValueError, UnicodeError, EOFError) as exc:
-        fail(f"{source.name}: unreadable input ({type(exc).__name__}: {exc})")
+        _fail(case, summary, job.name, job.host, job.record,
+              f"{job.source.name}: unreadable input ({type(exc).__name__}: {exc})")
         return
-    case.add("inputs", [{**record, "kind": source.name, "size": size, "rows": rows,
-                         "sha256": digest}])
+    case.add("inputs", [{**job.record, "kind": job.source.name, "size": job.size, "rows": rows,
+                         "sha256": job.digest}])
