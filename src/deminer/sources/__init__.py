@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from deminer.sources import (
     archive_zip,
+    auditd,
     auth_log,
     bundle,
     evtx,
@@ -39,6 +40,7 @@ SOURCES: tuple[Source, ...] = (
     zeek.SOURCE,  # Zeek TSV (#separator/#fields) and JSON lines
     suricata.SOURCE,  # eve.json
     pfirewall.SOURCE,  # W3C-style like IIS logs: claims only its own #Fields (src-ip dst-ip)
+    auditd.SOURCE,  # type=… msg=audit(…) lines; before the syslog-shaped logs
     auth_log.SOURCE,
     web_access.SOURCE,
     netflow.SOURCE,  # header-driven flow CSV/JSON: after the specific formats

@@ -242,7 +242,7 @@ LINUX_SERVICES: dict[str, str] = {
     "sudo": f"({LINUX} AND program = 'sudo')",
     "su": f"({LINUX} AND program = 'su')",
     "cron": f"({LINUX} AND program ILIKE 'cron%')",
-    # No auditd source yet: such rules convert and stay quiet until one writes these rows.
+    # The auditd source writes program "auditd" (sources/auditd.py).
     "auditd": f"({LINUX} AND program ILIKE 'audit%')",
 }
 
