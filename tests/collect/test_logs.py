@@ -99,6 +99,33 @@ def test_messages_when_no_auth_log_and_big_archives(tmp_path: Path) -> None:
                            "(a cut archive cannot be read)")]
 
 
+def test_web_access_and_audit_logs_are_copied_not_error_logs(tmp_path: Path) -> None:
+    root = tmp_path / "host"
+    put(root, "/var/log/auth.log", auth_lines(0, 3))
+    put(root, "/var/log/nginx/access.log",
+        b'203.0.113.5 - - [30/Mar/2024:15:54:19 +0000] "POST /up.php HTTP/1.1" 200 5\n')
+    put(root, "/var/log/nginx/access.log.2.gz", gzip.compress(b"old\n"))
+    put(root, "/var/log/nginx/error.log", b"not wanted\n")
+    put(root, "/var/log/apache2/other_vhosts_access.log", b"vhost\n")
+    put(root, "/var/log/httpd/access_log-20240301", b"rotated\n")
+    put(root, "/var/log/audit/audit.log", b"type=EOE msg=audit(1711814059.123:77): \n")
+    put(root, "/var/log/audit/audit.log.1", b"type=EOE msg=audit(1711810000.001:12): \n")
+    put(root, "/var/log/audit/auditd.conf", b"not a log\n")
+    outside = put(tmp_path, "/elsewhere/access.log", b"secret\n")
+    (root / "var/log/lighttpd").mkdir(parents=True)
+    (root / "var/log/lighttpd/access.log").symlink_to(outside)
+    ctx = Context(root=str(root), host="web01")
+    logs.collect(ctx)
+    b = finish(ctx, tmp_path)
+    assert sorted(b.raw()) == [
+        "var/log/apache2/other_vhosts_access.log", "var/log/audit/audit.log",
+        "var/log/audit/audit.log.1", "var/log/auth.log", "var/log/httpd/access_log-20240301",
+        "var/log/nginx/access.log", "var/log/nginx/access.log.2.gz"]
+    assert b.raw()["var/log/nginx/access.log"].startswith(b"203.0.113.5 - - [30/Mar/2024")
+    assert [e for e in b.errors() if "lighttpd" in e[0]] == [
+        (str(root / "var/log/lighttpd/access.log"), f"not copied: a symlink to {outside}")]
+
+
 def test_total_cap_drops_the_oldest_rotations(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(logs, "LOGS_TOTAL_CAP", 1500)

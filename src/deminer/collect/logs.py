@@ -1,7 +1,8 @@
-"""Collector: authentication logs, the sshd journal and shell histories.
+"""Collector: authentication, web access and audit logs, the sshd journal and shell histories.
 
-- Copies ``/var/log/auth.log*``, ``secure*``, ``messages*`` (only when there is no auth.log)
-  and ``syslog*`` (a smaller cap) into ``raw/<host path>``, rotated ``.1`` and ``.gz`` files
+- Copies ``/var/log/auth.log*``, ``secure*``, ``messages*`` (only when there is no auth.log),
+  ``syslog*`` (a smaller cap), web servers' access logs (nginx, apache2, httpd, lighttpd,
+  tomcat) and ``audit/audit.log*`` into ``raw/<host path>``, rotated ``.1`` and ``.gz`` files
   included. Plain logs keep their newest bytes when over the cap (an ``errors`` row says so);
   compressed ones are copied whole or not at all, since a cut gzip cannot be read.
 - On a live host with ``journalctl``, runs ``journalctl -o json --no-pager _COMM=sshd -S -30d``
@@ -30,6 +31,16 @@ SYSLOG_CAP = 16 * 1024 * 1024
 LOGS_TOTAL_CAP = 512 * 1024 * 1024
 JOURNAL_TIMEOUT = 60.0
 JOURNAL_ARGV = ("-o", "json", "--no-pager", "_COMM=sshd", "-S", "-30d")
+# Folders under /var/log and the log names in them (with their rotations) a responder wants
+# beyond the auth logs: web access logs and the audit log.
+SERVICE_LOGS = (
+    ("nginx", ("access.log",)),
+    ("apache2", ("access.log", "other_vhosts_access.log")),
+    ("httpd", ("access_log", "ssl_access_log")),
+    ("lighttpd", ("access.log",)),
+    ("tomcat", ("localhost_access_log",)),
+    ("audit", ("audit.log",)),
+)
 HISTORY_CAP = 16 * 1024 * 1024
 COMMAND_CAP = 16384
 RAW_CAP = 4096
@@ -76,15 +87,17 @@ def copy_logs(ctx: Context) -> None:
             ctx.error(real_dir, "cannot list: %s" % (exc.strerror or exc))
         return
     auth = _family(names, "auth.log")
-    picked = [(n, ctx.max_file_bytes) for n in auth + _family(names, "secure")]
+    picked = [(os.path.join(real_dir, n), ctx.max_file_bytes) for n in auth + _family(names, "secure")]
     if not auth:
-        picked += [(n, ctx.max_file_bytes) for n in _family(names, "messages")]
-    picked += [(n, min(SYSLOG_CAP, ctx.max_file_bytes)) for n in _family(names, "syslog")]
+        picked += [(os.path.join(real_dir, n), ctx.max_file_bytes) for n in _family(names, "messages")]
+    picked += [(os.path.join(real_dir, n), min(SYSLOG_CAP, ctx.max_file_bytes))
+               for n in _family(names, "syslog")]
+    picked += [(real, ctx.max_file_bytes) for real in _service_logs(ctx, real_dir)]
     total = 0
     # Newest first, so that the total cap, if reached, drops the oldest rotations.
-    picked.sort(key=lambda item: -_mtime(os.path.join(real_dir, item[0])))
-    for name, cap in picked:
-        real = os.path.join(real_dir, name)
+    picked.sort(key=lambda item: -_mtime(item[0]))
+    for real, cap in picked:
+        name = os.path.basename(real)
         if not _regular(ctx, real):
             continue
         size = os.lstat(real).st_size
@@ -99,6 +112,23 @@ def copy_logs(ctx: Context) -> None:
             cap = size
         if ctx.copy_raw(real, cap) is not None:
             total += min(size, cap)
+
+
+def _service_logs(ctx: Context, log_dir: str) -> List[str]:
+    """Web servers' access logs (the web shell's upload and use, exploit requests) and the
+    audit log (every execve with its argv, when auditd runs), rotations included."""
+    out = []  # type: List[str]
+    for sub, bases in SERVICE_LOGS:
+        folder = os.path.join(log_dir, sub)
+        if not hostfs.inside_root(ctx, folder):
+            continue
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for base in bases:
+            out += [os.path.join(folder, n) for n in _family(names, base)]
+    return out
 
 
 def _mtime(real: str) -> float:

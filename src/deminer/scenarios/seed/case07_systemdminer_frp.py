@@ -88,7 +88,7 @@ def build(out: Path, work: Path) -> Truth:
                                              b"resourcemanager.ResourceManager"],
                               "/usr/lib/jvm/java-8-openjdk-amd64/bin/java", 8088, uid=1001)
 
-    # 1. The web shell on www-01 (the access log is on the host; the collector does not take it yet).
+    # 1. The web shell on www-01, in nginx's access log on the host (the collector copies it).
     site = AccessLog(vhost="www.corp.example", start=START, seed=7)
     site.benign(minutes=60)
     site.upload_webshell(ATTACKER, upload="/member/avatar/upload.php", shell=SHELL,
