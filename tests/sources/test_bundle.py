@@ -72,7 +72,8 @@ def parse(path: Path, workdir: Path, host: str | None = None) -> dict[str, list[
     out: dict[str, list[Row]] = {}
     ctx = SourceContext(path=path, display=path.name, host=host, workdir=workdir)
     for table, batch in bundle.SOURCE.parse(ctx):
-        out.setdefault(table, []).extend(batch)
+        # columnar sources (the auth log) hand over Arrow tables
+        out.setdefault(table, []).extend(batch if isinstance(batch, list) else batch.to_pylist())
     return out
 
 

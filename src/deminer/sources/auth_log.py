@@ -13,8 +13,11 @@ Events (see CONTRIBUTING.md): ``logon_success`` (status = method), ``logon_failu
 counted twice as ``logon_failure``), ``session_opened``/``session_closed``, ``sudo``, ``su``,
 ``user_added``, ``group_member_added``, ``cron_run``.
 
-Fast on big files: whole-line blocks of 4 MiB are decoded at once, the program tag picks a
-handler with one dict lookup, and handlers test a prefix before they run a regex.
+This module is the message grammar (what each program's messages mean) and the source;
+``auth_log_lines`` takes lines apart and builds the columns. Ingest is columnar: blocks of
+4 MiB are matched with one regex for the common syslog lines and handed to the case store as
+Arrow tables, without a dict per line; every other line goes through the per-line reader,
+which ``parse_file_per_line`` runs alone as the reference the fast path is tested against.
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from deminer.sources import auth_log_lines, textlog
 from deminer.sources import syslog_time as st
-from deminer.sources import textlog
+from deminer.sources.auth_log_lines import RAW_CAP as RAW_CAP
+from deminer.sources.auth_log_lines import Message, number
 from deminer.sources.base import BATCH_ROWS, Batch, Source, SourceContext, host_id
 
-RAW_CAP = 2048            # ``raw`` keeps this many characters of a line
-Row = dict[str, Any]
-
 # -- the message grammar --------------------------------------------------------------------
+# A handler turns one message into a ``Message``: (event, user, src_ip, src_port, status,
+# data, count, command), or None for a message that says nothing of interest.
 # Usernames are attacker-chosen and may hold spaces: ``(.*)`` is greedy so the *last*
 # " from IP port N", the one sshd wrote, is the address.
 _FAILED = re.compile(r"Failed (\S+) for (invalid user )?(.*) from (\S+) port (\d+)")
@@ -50,8 +54,6 @@ _RHOST = re.compile(r" rhost=(\S*)")
 _PAM_USER = re.compile(r"\suser=(\S+)")
 _SESSION = re.compile(r"pam_unix\([^:]+:session\): session (opened|closed) for user (.*?)"
                       r"(?:\(uid=\d+\))?(?: by .*)?$")
-_REPEATED = re.compile(r"message repeated (\d+) times: \[ ?(.*?)\]?$")
-_LAST_REPEATED = re.compile(r"last message repeated (\d+) times?")
 _SU = re.compile(r"(Successful|FAILED) su for (\S+) by (\S+)")
 _SU_TO = re.compile(r"(FAILED SU )?\(to (\S+)\) (\S+) on (\S+)")
 _NEW_USER = re.compile(r"new user: name=([^,]*), UID=(\d+), GID=(\d+), home=([^,]*), shell=([^,]*)")
@@ -82,7 +84,11 @@ def _ip(text: str | None) -> str | None:
     return None
 
 
-def _sshd(msg: str) -> Row | None:
+def _preauth(msg: str) -> str | None:
+    return "preauth" if msg.endswith("[preauth]") else None
+
+
+def _sshd(msg: str) -> Message | None:
     c = msg[:3]
     if c == "Fai":
         m = _FAILED.match(msg)
@@ -90,77 +96,66 @@ def _sshd(msg: str) -> Row | None:
             return None
         method, invalid, user, ip, port = m.groups()
         status = "invalid_user" if invalid else _FAIL_STATUS.get(method, "failed_" + method)
-        return {"event": "logon_failure", "user": user, "src_ip": ip, "src_port": int(port),
-                "status": status, "data": _method(method)}
+        return "logon_failure", user, ip, number(port), status, _method(method), None, None
     if c == "Acc":
         m = _ACCEPTED.match(msg)
         if m is None:
             return None
         method, user, ip, port, key_type, fingerprint = m.groups()
-        data: dict[str, str] = {"method": method}
-        if fingerprint:
-            data.update(key_type=key_type, fingerprint=fingerprint)
-        return {"event": "logon_success", "user": user, "src_ip": ip, "src_port": int(port),
-                "status": method.split("/")[0], "data": json.dumps(data)}
+        data = (json.dumps({"method": method, "key_type": key_type, "fingerprint": fingerprint})
+                if fingerprint else _method(method))
+        return "logon_success", user, ip, number(port), method.split("/")[0], data, None, None
     if c == "Inv":
         m = _INVALID.match(msg)
         if m is None:
             return None
-        return {"event": "invalid_user", "user": m.group(1), "src_ip": m.group(2),
-                "src_port": int(m.group(3)) if m.group(3) else None, "status": "invalid_user"}
+        return "invalid_user", m.group(1), m.group(2), number(m.group(3)), "invalid_user", None, None, None
     if c == "Con":
         m = _CLOSED.match(msg)
         if m is None:
             return None
-        return {"event": "disconnect", "user": m.group(1), "src_ip": m.group(2),
-                "src_port": int(m.group(3)) if m.group(3) else None,
-                "status": "preauth" if msg.endswith("[preauth]") else None}
+        return "disconnect", m.group(1), m.group(2), number(m.group(3)), _preauth(msg), None, None, None
     if c == "Dis":
         m = _DISCONNECTED.match(msg)
         if m is None:
             return None
-        return {"event": "disconnect", "user": m.group(1), "src_ip": m.group(2), "src_port": int(m.group(3)),
-                "status": "preauth" if msg.endswith("[preauth]") else None}
+        return "disconnect", m.group(1), m.group(2), number(m.group(3)), _preauth(msg), None, None, None
     if c == "Rec":
         m = _RECEIVED.match(msg)
         if m is None:
             return None
-        return {"event": "disconnect", "src_ip": m.group(1),
-                "src_port": int(m.group(2)) if m.group(2) else None,
-                "status": "preauth" if msg.endswith("[preauth]") else None,
-                "data": json.dumps({"reason": m.group(3)})}
+        return ("disconnect", None, m.group(1), number(m.group(2)), _preauth(msg),
+                json.dumps({"reason": m.group(3)}), None, None)
     if c == "pam":
         if msg.startswith("pam_unix(sshd:auth): authentication failure;"):
             return _pam_failure(msg, 1)
         m = _SESSION.match(msg)
         if m is None:
             return None
-        return {"event": "session_" + m.group(1), "user": m.group(2)}
+        return "session_" + m.group(1), m.group(2), None, None, None, None, None, None
     if c == "PAM":
         m = _PAM_MORE.match(msg)
-        return _pam_failure(msg, int(m.group(1))) if m else None
+        return _pam_failure(msg, number(m.group(1))) if m else None
     if "maximum authentication attempts" in msg:
         m = _MAXAUTH.search(msg)
         if m is None:
             return None
-        return {"event": "auth_max_attempts", "user": m.group(2), "src_ip": m.group(3),
-                "src_port": int(m.group(4)), "status": "invalid_user" if m.group(1) else None}
+        return ("auth_max_attempts", m.group(2), m.group(3), number(m.group(4)),
+                "invalid_user" if m.group(1) else None, None, None, None)
     return None
 
 
-def _pam_failure(msg: str, count: int) -> Row:
+def _pam_failure(msg: str, count: int | None) -> Message:
     rhost = _RHOST.search(msg)
     user = _PAM_USER.search(msg)
     host = rhost.group(1) if rhost else None
     ip = _ip(host)
-    row: Row = {"event": "pam_auth_failure", "user": user.group(1) if user else None, "src_ip": ip,
-                "status": "pam_failure", "count": count}
-    if host and not ip:
-        row["data"] = json.dumps({"rhost": host})
-    return row
+    data = json.dumps({"rhost": host}) if host and not ip else None
+    return ("pam_auth_failure", user.group(1) if user else None, ip, None, "pam_failure", data,
+            count, None)
 
 
-def _sudo(msg: str) -> Row | None:
+def _sudo(msg: str) -> Message | None:
     user, sep, rest = msg.partition(" : ")
     if not sep or msg.startswith("pam_"):
         return None
@@ -174,11 +169,11 @@ def _sudo(msg: str) -> Row | None:
             data["run_as" if key == "USER" else key.lower()] = value
         elif part.strip():
             status = part.strip()            # "3 incorrect password attempts", "user NOT in sudoers"
-    return {"event": "sudo", "user": user.strip(), "command": rest[cmd_at + 8:] if cmd_at >= 0 else None,
-            "status": status, "data": json.dumps(data, sort_keys=True)}
+    return ("sudo", user.strip(), None, None, status, json.dumps(data, sort_keys=True), None,
+            rest[cmd_at + 8:] if cmd_at >= 0 else None)
 
 
-def _su(msg: str) -> Row | None:
+def _su(msg: str) -> Message | None:
     m = _SU.match(msg)
     if m:
         ok, target, by = m.groups()
@@ -189,32 +184,33 @@ def _su(msg: str) -> Row | None:
             return None
         failed, target, by, tty = m2.groups()
         ok = "FAILED" if failed else "Successful"
-    return {"event": "su", "user": target, "status": "success" if ok == "Successful" else "failure",
-            "data": json.dumps({"by": by, "tty": tty} if tty else {"by": by})}
+    return ("su", target, None, None, "success" if ok == "Successful" else "failure",
+            json.dumps({"by": by, "tty": tty} if tty else {"by": by}), None, None)
 
 
-def _account(msg: str) -> Row | None:
+def _account(msg: str) -> Message | None:
     if msg.startswith("new user: "):
         m = _NEW_USER.match(msg)
         if m is None:
             return None
         name, uid, gid, home, shell = m.groups()
-        return {"event": "user_added", "user": name,
-                "data": json.dumps({"uid": int(uid), "gid": int(gid), "home": home, "shell": shell})}
+        data = {"uid": number(uid), "gid": number(gid), "home": home, "shell": shell}
+        return "user_added", name, None, None, None, json.dumps(data), None, None
     m2 = _ADD_GROUP.match(msg)      # "add 'u' to shadow group 'g'" repeats it: not matched
     if m2 is None:
         return None
-    return {"event": "group_member_added", "user": m2.group(1), "data": json.dumps({"group": m2.group(2)})}
+    return ("group_member_added", m2.group(1), None, None, None, json.dumps({"group": m2.group(2)}),
+            None, None)
 
 
-def _cron(msg: str) -> Row | None:
+def _cron(msg: str) -> Message | None:
     m = _CRON_CMD.match(msg)
     if m is None:
         return None
-    return {"event": "cron_run", "user": m.group(1), "command": m.group(2)}
+    return "cron_run", m.group(1), None, None, None, None, None, m.group(2)
 
 
-HANDLERS: dict[str, Callable[[str], Row | None]] = {
+HANDLERS: dict[str, Callable[[str], Message | None]] = {
     "sshd": _sshd, "sshd-session": _sshd, "sshd-auth": _sshd, "sudo": _sudo, "su": _su,
     "useradd": _account, "usermod": _account, "CRON": _cron, "cron": _cron, "crond": _cron,
     "CROND": _cron, "/usr/sbin/cron": _cron,
@@ -247,128 +243,63 @@ def sniff(path: Path, head: bytes) -> bool:
     return hits * 2 >= len(sample)
 
 
-def parse_file(path: Path, display: str, host: str | None = None,
-               reference_year: int | None = None, batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
-    """Events of one log; ``reference_year`` is the year of its last line (default: from mtime)."""
+def _start_year(path: Path, reference_year: int | None) -> int:
+    """Year of the log's first BSD syslog line; ``reference_year`` is that of its last line
+    (default: from the file's mtime). Raises ``SourceError`` for a file that is not text."""
     head = textlog.text_head(path, "text log")
     if reference_year is not None:
         reference, slack = st.reference_from_year(reference_year), dt.timedelta(0)
     else:
         mtime = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).replace(tzinfo=None)
         reference, slack = mtime, st.ZONE_SLACK
-    start_year = reference.year
-    if st.RFC3164_START.search(head):
-        scan = st.MonthScan()
-        with st.open_log(path) as fh:
-            for block in st.Blocks(fh):
-                scan.feed(block)
-        start_year = scan.start_year(reference, slack)
+    if not st.RFC3164_START.search(head):
+        return reference.year
+    scan = st.MonthScan()
     with st.open_log(path) as fh:
-        yield from _parse_blocks(st.Blocks(fh), display, host, start_year, batch_rows)
+        for block in st.Blocks(fh):
+            scan.feed(block)
+    return scan.start_year(reference, slack)
 
 
-def _parse_blocks(blocks: st.Blocks, display: str, ctx_host: str | None, start_year: int,
-                  batch_rows: int) -> Iterator[Batch]:
-    rows: list[Row] = []
-    handlers, months, rx_start = HANDLERS, st.MONTHS, st.RFC3164_START_TEXT
-    tracker = st.YearTracker(start_year)
-    cuts = textlog.CutLines(blocks)
-    lineno, bad_json, first_bad = 0, 0, 0
-    last_prefix, last_ts, last_month = "\0", None, 0     # "\0": matches no line
-    host_name, host = "", ctx_host
-    prev_row: Row | None = None
-    ts: dt.datetime | None
-    for block in blocks:
-        for line in block.decode("utf-8", "backslashreplace").split("\n"):
-            lineno += 1
-            if not line:
-                continue
-            if line[-1] == "\r":
-                line = line[:-1]
-                if not line:
-                    continue
-            if len(line) > st.MAX_LINE:
-                line = cuts.clip(line, lineno)
-            if line[0] == "{":
-                parsed = st.journald_record(line)
-                if parsed is None:
-                    bad_json += 1
-                    first_bad = first_bad or lineno
-                    continue
-                ts, hostname, program, pid, msg = parsed
-                handler = handlers.get(program)
-                if handler is None:
-                    continue
-            else:
-                # Offsets into the line instead of slices: this loop runs once per line.
-                if line.startswith(last_prefix):      # most lines share their second with the last
-                    ts, text, start = last_ts, line, 16
-                elif (m := rx_start.match(line)) is not None:
-                    month = months[m.group(1)]
-                    year = tracker.feed(month) if month != last_month else tracker.year
-                    last_month, last_prefix = month, line[:16]
-                    ts = last_ts = st.rfc3164(last_prefix, year)
-                    text, start = line, 16
-                else:
-                    iso = st.iso_header(line)
-                    if iso is None:
-                        continue
-                    (ts, text), start = iso, 0
-                sp = text.find(" ", start)
-                colon = text.find(": ", sp + 1)
-                if sp < 0 or colon < 0 or text.find(" ", sp + 1, colon) >= 0:
-                    # BSD syslogd's "last message repeated N times" names no program: it
-                    # repeats the line just before it.
-                    rep = _LAST_REPEATED.match(text, sp + 1)
-                    if rep and prev_row is not None and prev_row["source_line"] == lineno - 1:
-                        prev_row = {**prev_row, "count": int(rep.group(1)), "ts": ts,
-                                    "source_line": lineno, "raw": line[:RAW_CAP]}
-                        rows.append(prev_row)
-                    continue
-                # the tag is "prog[pid]" or "prog"; look the program up before anything else
-                at = text.find("[", sp + 1, colon)
-                bracket = at > 0 and text[colon - 1] == "]"
-                program = text[sp + 1:at] if bracket else text[sp + 1:colon]
-                handler = handlers.get(program)
-                if handler is None:
-                    continue
-                pid_text = text[at + 1:colon - 1] if bracket else ""
-                pid = int(pid_text) if pid_text.isdecimal() else None
-                hostname = text[start:sp]
-                msg = text[colon + 2:]
-            count = 1
-            if msg.startswith("message repeated "):
-                rep = _REPEATED.match(msg)
-                if rep:
-                    count, msg = int(rep.group(1)), rep.group(2)
-            row = handler(msg)
-            if row is None:
-                continue
-            if ctx_host is None and hostname != host_name:
-                host_name, host = hostname, host_id(hostname) if hostname != "-" else None
-            row["host"], row["ts"], row["source"], row["source_line"] = host, ts, display, lineno
-            row["program"], row["pid"] = program, pid
-            row["raw"] = line if len(line) <= RAW_CAP else line[:RAW_CAP]
-            if count != 1 or "count" not in row:
-                row["count"] = count
-            prev_row = row
-            rows.append(row)
-            if len(rows) >= batch_rows:
-                yield "events", rows
-                rows = []
-    if rows:
-        yield "events", rows
-    problems = [cuts.problem(f"{st.MAX_LINE} bytes")]
-    if bad_json:
-        problems.append(f"{bad_json} journald JSON line(s) could not be read (first at line "
-                        f"{first_bad}); the other lines were kept")
-    problems.append(textlog.truncation_problem(blocks, lineno))
-    if any(problems):
-        yield "errors", [textlog.error_row(display, ctx_host, p) for p in problems if p]
+def _read(path: Path, display: str, host: str | None, reference_year: int | None, batch_rows: int,
+          per_line: bool) -> Iterator[tuple[str, list[Any]]]:
+    """``events`` batches of row tuples, then ``errors`` rows (dicts) for what was skipped."""
+    start_year = _start_year(path, reference_year)
+    with st.open_log(path) as fh:
+        blocks = st.Blocks(fh)
+        reader = auth_log_lines.LineReader(HANDLERS, host, start_year, blocks)
+        read = reader.read_per_line if per_line else reader.read_block
+        yield from auth_log_lines.in_batches(map(read, blocks), batch_rows)
+    problems = reader.problems()
+    if problems:
+        yield "errors", [textlog.error_row(display, host, p) for p in problems]
+
+
+def parse_arrow(path: Path, display: str, host: str | None = None, reference_year: int | None = None,
+                batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
+    """Events of one log as Arrow tables (the ingest path); ``errors`` rows for what it skipped.
+    ``reference_year`` is the year of the log's last line (default: from the file's mtime)."""
+    for table, rows in _read(path, display, host, reference_year, batch_rows, per_line=False):
+        yield (table, auth_log_lines.to_arrow(rows, display)) if table == "events" else (table, rows)
+
+
+def parse_file(path: Path, display: str, host: str | None = None, reference_year: int | None = None,
+               batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
+    """``parse_arrow`` with events as dict rows, for callers that want Python values."""
+    for table, rows in parse_arrow(path, display, host, reference_year, batch_rows):
+        yield table, rows.to_pylist() if not isinstance(rows, list) else rows
+
+
+def parse_file_per_line(path: Path, display: str, host: str | None = None,
+                        reference_year: int | None = None, batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
+    """The same rows as ``parse_file``, read one line at a time: the reference the block path
+    is tested against, and the path every line it does not recognise takes."""
+    for table, rows in _read(path, display, host, reference_year, batch_rows, per_line=True):
+        yield table, auth_log_lines.to_dicts(rows, display) if table == "events" else rows
 
 
 def parse(ctx: SourceContext) -> Iterator[Batch]:
-    yield from parse_file(ctx.path, ctx.display, host_id(ctx.host))
+    yield from parse_arrow(ctx.path, ctx.display, host_id(ctx.host))
 
 
 SOURCE = Source("auth_log", sniff, parse)

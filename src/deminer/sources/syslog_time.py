@@ -210,7 +210,10 @@ def journald_record(line: str) -> tuple[dt.datetime | None, str, str, int | None
     if not isinstance(message, str):
         return None
     pid_text = rec.get("_PID") or rec.get("SYSLOG_PID")
-    pid = int(pid_text) if isinstance(pid_text, str) and pid_text.isdigit() else None
+    # isdecimal, not isdigit ("²" is a digit int() refuses); no pid has 20 digits, and int() of
+    # thousands is an error that would lose the whole file
+    pid = (int(pid_text) if isinstance(pid_text, str) and pid_text.isdecimal() and len(pid_text) < 20
+           else None)
     program = rec.get("SYSLOG_IDENTIFIER") or rec.get("_COMM") or ""
     return (journald_realtime(rec.get("__REALTIME_TIMESTAMP")), str(rec.get("_HOSTNAME") or ""),
             str(program), pid, message)
