@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ("scan_bench.py", "authlog_bench.py", "evtx_bench.py", "pcap_bench.py")
+BENCHES = ("scan_bench.py", "authlog_bench.py", "evtx_bench.py", "pcap_bench.py", "outbreak_bench.py")
 
 
 def main() -> int:

@@ -200,12 +200,19 @@ def shared_credentials(case: Case, facts: list[Fact], ident: Identity) -> list[C
         "WHERE event = 'logon_success' AND src_ip IS NOT NULL AND host IS NOT NULL AND ts IS NOT NULL "
         "AND coalesce(status, '') <> 'publickey' "     # a key is no cracked password
         "AND list_contains(?, lower(regexp_replace(\"user\", '^.*\\\\', ''))) ORDER BY ts", [accounts])
+    # Each cracked account looks only at the logons from its own origin addresses (the rows
+    # by address, in time order): looking at every logon for every crack grew with the square
+    # of the fleet (3,000 cracks x 30,000 logons at 10,000 hosts).
+    targets = [ident.canonical(str(r["host"])) for r in rows]
+    by_address: dict[str, list[int]] = defaultdict(list)
+    for n, r in enumerate(rows):
+        by_address[str(r["src_ip"])].append(n)
     out, seen = [], set()
     for f, names, t1 in cracked:
         origin = {f.ev("source.ip"), *ident.ips_of(f.host or "")}
-        for r in rows:
-            dst = ident.canonical(str(r["host"]))
-            if (not dst or dst == f.host or r["account"] not in names or r["src_ip"] not in origin
+        for n in sorted(n for ip in origin if ip for n in by_address.get(ip, ())):
+            r, dst = rows[n], targets[n]
+            if (not dst or dst == f.host or r["account"] not in names
                     or (t1 and r["ts"] < t1) or (dst, r["src_ip"]) in guessed_at
                     or (f.host, dst) in seen):
                 continue

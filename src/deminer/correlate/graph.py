@@ -101,7 +101,9 @@ def _check(c: ev.Candidate, verdicts: dict[str, HostVerdict]) -> str | None:
 def _edge(c: ev.Candidate, verdicts: dict[str, HostVerdict], also: str = "") -> Edge:
     vs, vd = verdicts[c.src], verdicts[c.dst]
     ts = c.ts or vd.infected_at
-    cited = f" {cite(c.findings)}" if c.findings else ""
+    # Sorted: a merged candidate's findings come from a set, and a reason must read the same
+    # in every run.
+    cited = f" {cite(sorted(c.findings))}" if c.findings else ""
     reason = (f"{c.src} {c.what} at {iso(ts)} UTC{cited}{also}; {c.src} was infected at "
               f"{iso(vs.infected_at)} UTC, {c.dst} showed its first sign at {iso(vd.infected_at)} UTC")
     return Edge(c.src, c.dst, c.technique, ts, tuple(sorted(set(c.attack))), c.confidence, reason,

@@ -13,7 +13,8 @@ A host that is not infected is at risk when
 
 Any Windows host, infected or not, whose installed updates (``hotfix_installed`` events from
 the SOFTWARE hive) hold no MS17-010 update is at risk of EternalBlue (re-)infection. Reasons
-are short phrases; the list is cut at ``MAX_REASONS``.
+are short phrases; the list is cut at ``MAX_REASONS``, and a shared-account reason names at most
+``MAX_NAMED`` of the infected hosts the account was guessed on.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from deminer.sources.registry_hive import MS17_010_KBS
 
 MAX_REASONS = 8
 MAX_NEW_HOSTS = 500
+MAX_NAMED = 5              # infected hosts a shared-account reason names before "and N more"
 
 
 def _add(reasons: dict[str, list[str]], host: str, text: str) -> None:
@@ -97,11 +99,21 @@ def _shared_accounts(case: Case, ident: Identity, facts: list[Fact], infected: s
         f"UNION SELECT DISTINCT host, {account} FROM events "
         f"WHERE event = 'logon_success' AND list_contains(?, {account}) ORDER BY 1, 2",
         [sorted(guessed), sorted(guessed)])
+    # One phrase per account, naming a few of the hosts: a worm that guessed root on 2,000
+    # hosts would otherwise write all 2,000 names into every other host's reasons.
+    phrases = {account: f"has account {account}, guessed on infected {_some(hosts)} (shared password?)"
+               for account, hosts in guessed.items()}
     for r in rows:
         host = ident.canonical(str(r["host"]))
         if host and host not in infected:
-            where = ", ".join(sorted(guessed[str(r["account"])]))
-            _add(reasons, host, f"has account {r['account']}, guessed on infected {where} (shared password?)")
+            _add(reasons, host, phrases[str(r["account"])])
+
+
+def _some(hosts: set[str], shown: int = MAX_NAMED) -> str:
+    """``a, b, c`` or ``a, b, c and 1,997 more`` (sorted, so the same hosts are named)."""
+    names = sorted(hosts)
+    more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _unpatched(coverage: dict[str, Coverage], reasons: dict[str, list[str]]) -> None:

@@ -113,14 +113,15 @@ class Truth:
         self.expect.extend(Expect(host, r, needs) for r in rules)
 
     # -- checking the truth is a truth ------------------------------------------------------------
-    def check(self) -> None:
-        """Raise ``ValueError`` when the truth contradicts itself (a builder bug)."""
+    def check(self, max_hosts: int = 20) -> None:
+        """Raise ``ValueError`` when the truth contradicts itself (a builder bug); a seed case
+        has 3 to 20 hosts, a generated fleet (``deminer.scenarios.fleet``) up to ``max_hosts``."""
         groups = (self.infected, self.clean, self.unknown)
         every = set().union(*groups)
         if sum(len(g) for g in groups) != len(every):
             raise ValueError("a host is in more than one verdict group")
-        if not 3 <= len(every) <= 20:
-            raise ValueError(f"{len(every)} hosts: a scenario has 3 to 20")
+        if not 3 <= len(every) <= max_hosts:
+            raise ValueError(f"{len(every)} hosts: a scenario has 3 to {max_hosts}")
         if self.entry_vector not in ENTRY_VECTORS:
             raise ValueError(f"entry vector {self.entry_vector!r} is not one of {ENTRY_VECTORS}")
         if not self.patient_zero or not self.patient_zero <= self.infected:
