@@ -80,6 +80,11 @@ def test_worker_count_follows_cores_size_and_the_override(monkeypatch: pytest.Mo
     monkeypatch.delenv("DEMINER_WORKERS", raising=False)
     assert parallel.worker_count(1, 10 << 30) == 1                 # one file: nothing to share
     assert parallel.worker_count(500, 1 << 20) == 1                # too little input to pay off
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert parallel.worker_count(100, 100 << 20) == parallel.MAX_WORKERS   # 1 MiB files, 16 cores
+    assert parallel.worker_count(10_000, 100 << 20) == 1           # 10 KiB files: IPC costs more
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert parallel.worker_count(100, 100 << 20) == 1              # two cores: nothing to spare
     monkeypatch.setenv("DEMINER_WORKERS", "3")
     assert parallel.worker_count(1, 0) == 3
     monkeypatch.setenv("DEMINER_WORKERS", "64")

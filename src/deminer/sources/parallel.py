@@ -30,6 +30,8 @@ from deminer.sources.base import Batch, Source, SourceContext, SourceError
 MAX_FILE_BYTES = 256 << 20     # larger files stream in the main process
 MIN_TOTAL_BYTES = 16 << 20     # below this much input, starting workers costs more than it saves
 MAX_WORKERS = 8
+MIN_CORES = 4                  # the main process keeps one core for sniffing, hashing and storing
+MIN_AVERAGE_BYTES = 256 << 10  # smaller files cost more to send than to parse
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,14 @@ def worker_count(files: int, total_bytes: int) -> int:
     if env and env.isdigit():
         return max(1, min(int(env), MAX_WORKERS))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if files < 2 or total_bytes < MIN_TOTAL_BYTES or cores < 2:
+    # Measured on 2 cores (BENCHMARKS.md): the main process sniffs, hashes and stores while
+    # pyevtx already parses on both cores, so one worker gained nothing on 230 EVTX files and
+    # cost 35 % on 3,224 small fleet files (IPC per file). Workers need cores to spare and
+    # files big enough to be worth a message.
+    if (files < 2 or total_bytes < MIN_TOTAL_BYTES or cores < MIN_CORES
+            or total_bytes / files < MIN_AVERAGE_BYTES):
         return 1
-    return min(cores, MAX_WORKERS, files)
+    return min(cores - 1, MAX_WORKERS, files)
 
 
 def _registered(source: Source) -> bool:
