@@ -47,6 +47,9 @@ def host_id(name: str | None) -> str | None:
     return name.strip().lower() or None
 
 
+_CONTROL = bytes(b for b in range(32) if not 9 <= b <= 13)
+
+
 def looks_binary(head: bytes) -> bool:
     """True for content that is not text (NUL bytes, or mostly non-printable)."""
     if not head:
@@ -54,7 +57,9 @@ def looks_binary(head: bytes) -> bool:
     if b"\x00" in head:
         return True
     sample = head[:4096]
-    bad = sum(1 for b in sample if b < 9 or 13 < b < 32)
+    # Control bytes other than \t\n\v\f\r, counted in C (a Python loop over 4 KiB per
+    # file was 11 s of a 10,000-host ingest).
+    bad = len(sample) - len(sample.translate(None, _CONTROL))
     return bad > len(sample) // 20
 
 
