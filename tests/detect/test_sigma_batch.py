@@ -88,3 +88,27 @@ def test_batches_are_cut_at_the_batch_size(tmp_path: Path, monkeypatch: Any) -> 
         monkeypatch.setattr(sigma_run, "BATCH_RULES", 64)
         big = execute(case, rules)
     assert _key(small) == _key(big) and small.findings
+
+
+def test_lowered_fields_are_hoisted_but_literals_are_left_alone() -> None:
+    from deminer.detect.sigma.batch import _hoist_lower
+    conds = ["contains(lower(coalesce(\"_f1\", \"command\")), 'x''lower(y)') OR lower(\"user\") = 'a'",
+             "starts_with(lower(CAST(x AS VARCHAR)), 'lower(') AND flower(z) AND \"lower(q)\" = 1",
+             "ends_with(lower(\"user\"), ')')"]
+    out, exprs = _hoist_lower(conds)
+    assert exprs == ['coalesce("_f1", "command")', '"user"', "CAST(x AS VARCHAR)"]
+    assert out == ["contains(\"_l0\", 'x''lower(y)') OR \"_l1\" = 'a'",
+                   "starts_with(\"_l2\", 'lower(') AND flower(z) AND \"lower(q)\" = 1",
+                   "ends_with(\"_l1\", ')')"]
+
+
+def test_case_insensitive_shapes_use_plain_string_functions() -> None:
+    from sigma.types import SigmaString
+
+    from deminer.detect.sigma.backend import string_match
+    assert string_match("x", SigmaString("*MiMi*"), cased=False) == "contains(lower(x), 'mimi')"
+    assert string_match("x", SigmaString("C:\\Win*"), cased=False) == "starts_with(lower(x), 'c:\\win')"
+    assert string_match("x", SigmaString("*.EXE"), cased=False) == "ends_with(lower(x), '.exe')"
+    assert string_match("x", SigmaString("Cmd.exe"), cased=False) == "lower(x) = 'cmd.exe'"
+    assert string_match("x", SigmaString("a*b?c"), cased=False) == "lower(x) LIKE 'a%b_c' ESCAPE '\\'"
+    assert string_match("x", SigmaString("50%*"), cased=False) == "starts_with(lower(x), '50%')"

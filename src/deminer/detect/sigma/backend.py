@@ -23,8 +23,6 @@ finding rows (one per host and entity, with the first event as evidence).
 from __future__ import annotations
 
 import ipaddress
-import re
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import duckdb
@@ -57,7 +55,7 @@ from sigma.types import (
     TimestampPart,
 )
 
-from deminer.detect.sigma.mapping import EVENTS_RELATION, FieldSql, UnmappableField, data_field, field_sql
+from deminer.detect.sigma.mapping import EVENTS_RELATION, FieldSql, UnmappableField, field_sql
 
 # Columns a keyword (a value without a field) is searched in.
 # EVTX rows keep no raw copy (data holds every field), so keywords search data too.
@@ -104,13 +102,33 @@ def as_text(field: FieldSql) -> str:
 
 
 def string_match(expr: str, value: SigmaString, cased: bool) -> str:
-    """``expr`` compared with a Sigma string (wildcards honoured)."""
+    """``expr`` compared with a Sigma string (wildcards honoured).
+
+    Case-insensitive matches compare ``lower(expr)`` with the lower-cased value, and the
+    common shapes (contains, starts with, ends with, equals) use plain string functions: a
+    batch of rules then lower-cases each field once (``batch_query``) instead of every
+    ``ILIKE`` doing it again over the whole text.
+    """
     pattern, wild = like_pattern(value)
+    plain = "".join(p for p in value.s if isinstance(p, str))
     if cased and not wild:
-        plain = "".join(p for p in value.s if isinstance(p, str))
         return f"{expr} = {sql_literal(plain)}"
-    op = "LIKE" if cased else "ILIKE"
-    return f"{expr} {op} {sql_literal(pattern)} ESCAPE '\\'"
+    if cased:
+        return f"{expr} LIKE {sql_literal(pattern)} ESCAPE '\\'"
+    lowered = f"lower({expr})"
+    parts = value.s
+    inner = parts[1:-1] if len(parts) >= 2 else ()
+    if not wild:
+        return f"{lowered} = {sql_literal(plain.lower())}"
+    if all(isinstance(p, str) for p in inner) and inner:
+        text = "".join(inner).lower()                    # type: ignore[arg-type]
+        if parts[0] is SpecialChars.WILDCARD_MULTI and parts[-1] is SpecialChars.WILDCARD_MULTI:
+            return f"contains({lowered}, {sql_literal(text)})"
+    if len(parts) == 2 and isinstance(parts[0], str) and parts[1] is SpecialChars.WILDCARD_MULTI:
+        return f"starts_with({lowered}, {sql_literal(parts[0].lower())})"
+    if len(parts) == 2 and parts[0] is SpecialChars.WILDCARD_MULTI and isinstance(parts[1], str):
+        return f"ends_with({lowered}, {sql_literal(parts[1].lower())})"
+    return f"{lowered} LIKE {sql_literal(pattern.lower())} ESCAPE '\\'"
 
 
 class DuckDBBackend(TextQueryBackend):
@@ -323,13 +341,13 @@ ENTITY = ("coalesce(list_filter(json_extract_string(data, ["
 # Evidence columns every Sigma query returns (after host, ts, entity, hits, last_ts).
 EVIDENCE = ("source", "source_line", "record_id", "event_id", "channel", "event", "process",
             "command", "user", "src_ip", "dst_ip", "dst_port", "dst_host")
-_EVIDENCE_SQL = ", ".join(f'"{c}"' for c in EVIDENCE)
+EVIDENCE_SQL = ", ".join(f'"{c}"' for c in EVIDENCE)
 
 
 def rule_query(route: str, condition: str) -> str:
     """Rows of matching events, one per (host, entity): the first event, hits, last time."""
     return (
-        f"SELECT host, ts, entity, hits, last_ts, {_EVIDENCE_SQL} FROM (\n"
+        f"SELECT host, ts, entity, hits, last_ts, {EVIDENCE_SQL} FROM (\n"
         f"  SELECT *, count(*) OVER (PARTITION BY host, entity) AS hits,\n"
         f"         max(ts) OVER (PARTITION BY host, entity) AS last_ts,\n"
         f"         row_number() OVER (PARTITION BY host, entity\n"
@@ -337,39 +355,4 @@ def rule_query(route: str, condition: str) -> str:
         f"  FROM (SELECT *, {ENTITY} AS entity FROM {EVENTS_RELATION}\n"
         f"        WHERE ({route})\n          AND ({condition})) matched\n"
         f") ranked WHERE _rn = 1\nORDER BY host NULLS FIRST, entity"
-    )
-
-
-# ``data_field``'s SQL, whatever its form; inside a string literal its quotes would be
-# doubled, so a rule's value cannot match it.
-_DATA_FIELD = re.compile(re.escape(data_field("NAME")).replace("NAME", "([^\"']+)"))
-
-
-def batch_query(route: str, conditions: Sequence[str]) -> str:
-    """``rule_query`` for many rules of one route in one scan; ``_rule`` numbers the rule.
-
-    A SigmaHQ checkout has thousands of rules and most share a handful of routes (process
-    creation, PowerShell, Security logons): one query per rule pays planning and a scan of
-    the route each time, which at that scale costs more than the matching itself.
-    """
-    # Each data field a condition reads is parsed out of ``data`` once per event for the
-    # whole batch (one JSON parse), not once per rule that mentions it.
-    names = list(dict.fromkeys(m for c in conditions for m in _DATA_FIELD.findall(c)))
-    slot = {n: f"_d[{i + 1}]" for i, n in enumerate(names)}
-    conditions = [_DATA_FIELD.sub(lambda m: slot[m.group(1)], c) for c in conditions]
-    fields = ", ".join(sql_literal(f'$."{n}"') for n in names)
-    extract = f", json_extract_string(data, [{fields}]) AS _d" if names else ""
-    tagged = ", ".join(f"CASE WHEN ({c}) THEN {i} END" for i, c in enumerate(conditions))
-    return (
-        f"SELECT _rule, host, ts, entity, hits, last_ts, {_EVIDENCE_SQL} FROM (\n"
-        f"  SELECT *, count(*) OVER (PARTITION BY _rule, host, entity) AS hits,\n"
-        f"         max(ts) OVER (PARTITION BY _rule, host, entity) AS last_ts,\n"
-        f"         row_number() OVER (PARTITION BY _rule, host, entity\n"
-        f"                            ORDER BY ts NULLS LAST, source, source_line, record_id) AS _rn\n"
-        f"  FROM (SELECT *, {ENTITY} AS entity FROM (\n"
-        f"    SELECT unnest(_rules) AS _rule, * EXCLUDE (_rules) FROM (\n"
-        f"      SELECT * EXCLUDE (_d), list_filter([{tagged}], lambda x: x IS NOT NULL) AS _rules\n"
-        f"      FROM (SELECT *{extract or ', NULL AS _d'} FROM {EVENTS_RELATION} WHERE ({route})) fields\n"
-        f"      ) routed) hit) matched\n"
-        f") ranked WHERE _rn = 1\nORDER BY _rule, host NULLS FIRST, entity"
     )

@@ -26,7 +26,7 @@ import duckdb
 
 from deminer.case import Case
 from deminer.detect.finding import Finding
-from deminer.detect.sigma.backend import batch_query
+from deminer.detect.sigma.batch import batch_query
 from deminer.detect.sigma.loader import PACK_DIR, ConvertedRule, Problem, SigmaSet, load
 
 SUMMARY_VALUE_CAP = 300
