@@ -30,8 +30,12 @@ def dumpcap(capture_filter: str, out: Path) -> Iterator[Path]:
             time.sleep(0.05)
         if proc.poll() is not None or b"Capturing on" not in log.read_bytes():
             pytest.skip(f"dumpcap cannot capture here: {log.read_bytes()[-300:]!r}")
+        # "Capturing on" can come a moment before the filter is live on a loaded machine
+        # (a CI run once captured nothing): give it time before the traffic starts.
+        time.sleep(0.5)
+        empty = _size(out)
         yield out
-        time.sleep(0.3)  # let the last packets reach the capture buffer
+        _settle(out, empty)
     finally:
         proc.terminate()
         try:
@@ -39,3 +43,23 @@ def dumpcap(capture_filter: str, out: Path) -> Iterator[Path]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _settle(out: Path, empty: int, limit: float = 5.0) -> None:
+    """Wait until dumpcap has written packets and the file stopped growing for 0.5 s."""
+    deadline = time.monotonic() + limit
+    last, since = _size(out), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        size = _size(out)
+        if size != last:
+            last, since = size, time.monotonic()
+        elif size > empty and time.monotonic() - since >= 0.5:
+            return
