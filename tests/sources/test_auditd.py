@@ -410,15 +410,18 @@ def test_sigma_auditd_rules_read_audit_fields(tmp_path: Path, story: AuditLog) -
 
 
 def test_ssh_rules_count_each_attempt_once_with_both_logs(tmp_path: Path, story: AuditLog) -> None:
-    """Audit logon rows are ``program`` auditd: the sshd rules count auth.log's attempts only,
-    so the host's audit log (18 sshd failure records for 16 guesses) does not inflate them."""
+    """With auth.log gone the SSH rules read sshd's audit logons (18 failure records for 16
+    guesses: the invalid-user notices count); with both logs, auth.log's attempts only, so the
+    audit log does not inflate them (the ``ssh_logons`` view)."""
     auth = AuthLog(host="web1", start=story.events[0].ts)
     auth.brute_force("203.0.113.7", ["root", "admin", "oracle"], attempts=16, success_user="root")
     ssh_rules = [r for r in load_rules()
                  if r.id.startswith(("credential_access.ssh_", "initial_access.ssh_"))]
     audit_path = story.write(tmp_path / "audit.log")
     with _case_with([audit_path]) as case:
-        assert detect(case, ssh_rules) == []
+        alone = {f.rule: f for f in detect(case, ssh_rules)}
+    assert alone["credential_access.ssh_brute_force"].evidence["failures"] == 18
+    assert alone["initial_access.ssh_brute_force_success"].evidence["source"] == str(audit_path)
     with _case_with([audit_path, auth.write(tmp_path / "secure")]) as case:
         found = {f.rule: f for f in detect(case, ssh_rules)}
     guesses = auth.facts.failures["203.0.113.7"]

@@ -42,9 +42,9 @@ audit-linux.c), including the "none" probe and a notice for an unknown user, and
 USER_AUTH: their counts are not auth.log's ``Failed password`` lines. With ``program``
 ``auditd`` (also what Sigma's ``service: auditd`` selects) the SSH brute-force rules, which
 count ``program LIKE 'sshd%'``, keep counting each attempt once from auth.log/secure when a
-host's audit log is ingested too; ``data.exe`` still says ``/usr/sbin/sshd``. The cost: a
-brute force seen *only* in an audit log (auth.log wiped) is not counted by those rules; one
-that wants it should count these rows per sshd connection (``pid``), for hosts with no sshd rows.
+host's audit log is ingested too; ``data.exe`` still says ``/usr/sbin/sshd``. Those rules read
+the case's ``ssh_logons`` view, which takes a host's audit-log logons by sshd only when none
+of its sshd lines are in the case (a wiped auth.log), so each attempt is counted once.
 
 Bad input: a file that does not start as text raises ``SourceError``; lines that are not
 audit records, NUL-bearing or over-long lines, records cut short, hex that does not decode and
