@@ -13,19 +13,23 @@ Windows writes some logs in local time (the firewall's ``pfirewall.log``, IIS wi
 
 ``HostTimeZone.bias`` is minutes with ``UTC = local + bias``, as Windows stores it: UTC+8 is
 -480, written in the hive as the unsigned DWORD 0xFFFFFE20. It is ``ActiveTimeBias`` (the bias
-in force, daylight saving included), else ``Bias`` (standard time).
+in force when the hive was written, i.e. at collection), else ``Bias`` (standard time).
 
-Known limit: ``ActiveTimeBias`` is the bias at the moment the hive was written, i.e. at
-collection. Lines logged in the other half of the year are off by the daylight-saving shift
-(usually one hour); computing the shift per line from ``StandardStart``/``DaylightStart``
-would fix that and is not done here.
+Daylight saving: when the hive holds the zone's rules (``DaylightStart``/``StandardStart``
+SYSTEMTIMEs with a month, ``StandardBias``/``DaylightBias``), ``to_utc`` works out per line
+whether it was logged in daylight time, so a log spanning the change is right on both
+sides. Without rules (XP-era zones without DST, or ``DynamicDaylightTimeDisabled``) the
+collection-time bias is used for every line. Dynamic per-year rules (the ``Dynamic DST``
+keys under SOFTWARE) are not read: the SYSTEM rule is the one of the current year.
 """
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import functools
 import logging
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,15 +45,71 @@ logging.getLogger("regipy").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
+class Transition:
+    """A ``StandardStart``/``DaylightStart`` rule (a SYSTEMTIME): the ``week``-th (5 = last)
+    ``weekday`` (0 = Sunday) of ``month`` at ``hour:minute`` local time, every year; with a
+    ``year``, that one date (``week`` is then the day of the month)."""
+
+    year: int
+    month: int
+    weekday: int
+    week: int
+    hour: int
+    minute: int
+
+    @classmethod
+    def from_hex(cls, value: object) -> Transition | None:
+        """From regipy's hex text of the 16-byte REG_BINARY; None when absent or no rule."""
+        try:
+            raw = bytes.fromhex(value) if isinstance(value, str) else b""
+        except ValueError:
+            return None
+        if len(raw) < 16:
+            return None
+        year, month, weekday, week, hour, minute = struct.unpack_from("<6H", raw)
+        if not 1 <= month <= 12 or weekday > 6 or not 1 <= week <= 31 or hour > 23 or minute > 59:
+            return None                     # month 0: the zone has no daylight saving
+        return cls(year, month, weekday, week, hour, minute)
+
+    def at(self, year: int) -> dt.datetime:
+        """When the rule fires in ``year`` (local wall-clock time)."""
+        if self.year:
+            day = min(self.week, calendar.monthrange(year, self.month)[1])
+        else:
+            first = dt.date(year, self.month, 1)
+            day = 1 + (self.weekday - (first.isoweekday() % 7)) % 7 + 7 * (min(self.week, 5) - 1)
+            while day > calendar.monthrange(year, self.month)[1]:
+                day -= 7                    # week 5 is "the last one", which may be the 4th
+        return dt.datetime(year, self.month, day, self.hour, self.minute)
+
+
+@dataclass(frozen=True)
 class HostTimeZone:
-    bias: int | None          # minutes, UTC = local + bias; None when unknown
+    bias: int | None          # minutes, UTC = local + bias, in force at collection; None when unknown
     name: str | None          # e.g. "China Standard Time"
     hive: Path | None         # the SYSTEM hive it came from (or that was tried)
     problem: str | None       # why the zone is unknown (None when ``bias`` is known)
+    # Daylight-saving rules, when the hive has them: Bias + StandardBias outside, Bias +
+    # DaylightBias inside [DaylightStart, StandardStart).
+    base_bias: int | None = None
+    standard_bias: int = 0
+    daylight_bias: int = 0
+    daylight_start: Transition | None = None
+    standard_start: Transition | None = None
+
+    def bias_at(self, local: dt.datetime) -> int | None:
+        """Minutes to add to ``local`` (a time on this host's clock) to get UTC."""
+        if self.base_bias is None or self.daylight_start is None or self.standard_start is None:
+            return self.bias
+        on, off = self.daylight_start.at(local.year), self.standard_start.at(local.year)
+        # Northern zones save from spring to autumn; southern ones across the new year.
+        daylight = on <= local < off if on < off else not off <= local < on
+        return self.base_bias + (self.daylight_bias if daylight else self.standard_bias)
 
     def to_utc(self, local: dt.datetime) -> dt.datetime:
         """``local`` as naive UTC; unchanged when the zone is unknown (taken as UTC)."""
-        return local + dt.timedelta(minutes=self.bias) if self.bias else local
+        bias = self.bias_at(local)
+        return local + dt.timedelta(minutes=bias) if bias else local
 
 
 def find_system_hive(file: Path, levels: int = MAX_LEVELS) -> Path | None:
@@ -115,7 +175,12 @@ def _read_cached(hive_path: Path, size: int, mtime_ns: int) -> HostTimeZone:
     if abs(bias) > MAX_BIAS:
         return unknown(f"has an impossible bias of {bias} minutes under {_KEY}")
     name = _text(values.get("timezonekeyname")) or _text(values.get("standardname"))
-    return HostTimeZone(bias, name, hive_path, None)
+    base, std, day = (_signed(values.get(k)) for k in ("bias", "standardbias", "daylightbias"))
+    rules = tuple(Transition.from_hex(values.get(k)) for k in ("daylightstart", "standardstart"))
+    if (base is None or abs(base) > MAX_BIAS or abs(std or 0) > 120 or abs(day or 0) > 120
+            or values.get("dynamicdaylighttimedisabled") == 1 or None in rules):
+        return HostTimeZone(bias, name, hive_path, None)
+    return HostTimeZone(bias, name, hive_path, None, base, std or 0, day or 0, rules[0], rules[1])
 
 
 def time_zone_for(file: Path) -> HostTimeZone:
