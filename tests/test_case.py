@@ -67,3 +67,20 @@ def test_arrow_batches_insert_by_column_name_after_pending_rows() -> None:
         rows = case.query("SELECT host, event FROM events ORDER BY rowid")
     assert rows == [{"host": "a", "event": "first"}, {"host": "b", "event": "second"},
                     {"host": "c", "event": "third"}]
+
+
+def test_arrow_batches_are_conformed_and_gathered_with_dict_rows() -> None:
+    import pyarrow as pa
+
+    from deminer.case import conform
+    narrow = pa.table({"pid": pa.array([7], pa.int32()), "name": ["kswapd0"], "junk": [1]})
+    wide = conform("processes", narrow)
+    assert wide.schema.field("pid").type == pa.int64() and "junk" not in wide.column_names
+    assert wide.num_columns == len(TABLES["processes"].names)
+    with Case(None) as case:
+        case.add("processes", [{"host": "a", "pid": 1, "name": "init"}])
+        case.add("processes", narrow)
+        case.add("processes", [{"host": "b", "pid": 2, "name": "sshd"}])
+        rows = case.query("SELECT host, pid, name FROM processes ORDER BY rowid")
+    assert rows == [{"host": "a", "pid": 1, "name": "init"}, {"host": None, "pid": 7, "name": "kswapd0"},
+                    {"host": "b", "pid": 2, "name": "sshd"}]
