@@ -32,6 +32,7 @@ from deminer.scenarios.auth_log import AuthLog
 from deminer.sources import SOURCES, archive_zip, velociraptor, zipread
 from deminer.sources.base import Source, SourceError
 from deminer.sources.ingest import ingest, pick_source
+from tests.sources.unseekable import Unseekable
 
 Row = dict[str, Any]
 
@@ -297,18 +298,6 @@ def test_nesting_stops_after_two_levels(tmp_path: Path) -> None:
 
 def test_zipfile_variants_read_back(tmp_path: Path) -> None:
     data = auth_log_bytes() * 3
-
-    class Unseekable(io.RawIOBase):                     # how Go's archive/zip (Velociraptor) writes
-        def __init__(self) -> None:
-            self.buf = bytearray()
-
-        def writable(self) -> bool:
-            return True
-
-        def write(self, b: Any) -> int:
-            self.buf += b
-            return len(b)
-
     for method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2):
         stream = Unseekable()
         with zipfile.ZipFile(stream, "w", method) as zf:

@@ -12,7 +12,6 @@ formats: wevtutil XML from ``winevent_gen``, generated auth logs, task XML and, 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import struct
 import zipfile
@@ -29,6 +28,7 @@ from deminer.sources import archive_zip, velociraptor, zipread
 from deminer.sources.base import Source
 from deminer.sources.ingest import ingest, pick_source
 from tests.sources.test_archive_zip import M, auth_log_bytes, build_zip, proposed_sources
+from tests.sources.unseekable import Unseekable
 
 Row = dict[str, Any]
 SHARED_EVTX = Path(__file__).resolve().parents[2] / "../shared/data/windows-evtx"
@@ -53,16 +53,6 @@ def registered(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Source,
     return sources
 
 
-class _Unseekable(io.RawIOBase):
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        self.buf += b
-        return len(b)
 
 
 def jsonl(rows: list[Row]) -> bytes:
@@ -73,7 +63,7 @@ def collection(path: Path, results: dict[str, list[Row]], uploads: dict[str, byt
                client: Row | None = None, log: list[Row] | None = None,
                extra: dict[str, bytes] | None = None) -> Path:
     """A collection container: ``results`` keyed by artifact[/source], ``uploads`` by member name."""
-    stream = _Unseekable()
+    stream = Unseekable()
     with zipfile.ZipFile(stream, "w", zipfile.ZIP_DEFLATED) as zf:
         for member, data in uploads.items():
             zf.writestr(zipfile.ZipInfo(member, (2024, 3, 31, 9, 0, 0)), data)
