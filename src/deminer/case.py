@@ -158,7 +158,6 @@ class Case:
         # per-file "read before?" check during ingest does not force a write per file.
         self._inputs_read: set[tuple[Any, Any, Any]] = set(self._db.execute(
             "SELECT sha256, kind, host FROM inputs WHERE error IS NULL AND sha256 IS NOT NULL").fetchall())
-        # Network rules attribute flows and lookups to hosts by address through this view.
         # SSH logons for the SSH rules: sshd's own lines (auth.log, secure, journald), and a
         # host's audit-log logons by sshd only when none of its sshd lines are in the case (a
         # wiped auth.log): counting both would count one attempt twice.
@@ -171,6 +170,7 @@ class Case:
             "AND json_extract_string(TRY_CAST(a.data AS JSON), '$.exe') LIKE '%/sshd' "
             "AND NOT EXISTS (SELECT 1 FROM events s WHERE s.program LIKE 'sshd%' "
             "AND s.host IS NOT DISTINCT FROM a.host)")
+        # Network rules attribute flows and lookups to hosts by address through this view.
         self._db.execute(
             "CREATE VIEW IF NOT EXISTS ip_hosts AS "
             "SELECT DISTINCT unnest(ips) AS ip, host FROM hosts WHERE ips IS NOT NULL")

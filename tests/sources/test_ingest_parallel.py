@@ -77,15 +77,28 @@ def test_a_worker_that_dies_leaves_its_file_to_the_main_process(
 
 
 def test_worker_count_follows_cores_size_and_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    sized: list[Path] = []
+
+    def size(path: Path) -> int:
+        sized.append(path)
+        return int(path.name)
+
+    def worker_count(files: int, total: int) -> int:
+        """The count for ``files`` files of ``total`` bytes in all."""
+        return parallel.worker_count([Path(str(total // files))] * files if files else [])
+
+    monkeypatch.setattr(parallel, "file_size", size)
     monkeypatch.delenv("DEMINER_WORKERS", raising=False)
-    assert parallel.worker_count(1, 10 << 30) == 1                 # one file: nothing to share
-    assert parallel.worker_count(500, 1 << 20) == 1                # too little input to pay off
     monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
-    assert parallel.worker_count(100, 100 << 20) == parallel.MAX_WORKERS   # 1 MiB files, 16 cores
-    assert parallel.worker_count(10_000, 100 << 20) == 1           # 10 KiB files: IPC costs more
+    assert worker_count(1, 10 << 30) == 1                 # one file: nothing to share
+    assert worker_count(500, 1 << 20) == 1                # too little input to pay off
+    assert worker_count(100, 100 << 20) == parallel.MAX_WORKERS   # 1 MiB files, 16 cores
+    assert worker_count(10_000, 100 << 20) == 1           # 10 KiB files: IPC costs more
     monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
-    assert parallel.worker_count(100, 100 << 20) == 1              # two cores: nothing to spare
+    sized.clear()
+    assert worker_count(100, 100 << 20) == 1              # two cores: nothing to spare
+    assert sized == []                                    # ... and no file was looked at
     monkeypatch.setenv("DEMINER_WORKERS", "3")
-    assert parallel.worker_count(1, 0) == 3
+    assert worker_count(1, 0) == 3
     monkeypatch.setenv("DEMINER_WORKERS", "64")
-    assert parallel.worker_count(1, 0) == parallel.MAX_WORKERS
+    assert worker_count(1, 0) == parallel.MAX_WORKERS

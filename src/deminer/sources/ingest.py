@@ -89,11 +89,14 @@ def ingest(
         else:
             files.append((path, host, True))
     if workers is None:
-        workers = parallel.worker_count(len(files), sum(parallel.file_size(f) for f, _, _ in files))
+        workers = parallel.worker_count([f for f, _, _ in files])
     pool = parallel.Pool(workers) if workers > 1 else None
+    # Inputs being parsed by workers: their inputs rows come later, yet a copy of one met
+    # meanwhile must count as read.
     claimed: set[tuple[str, str, str | None]] = set()
 
     def finish(job: _Job, batches: Iterable[Batch]) -> None:
+        claimed.discard(job.key)
         _store(case, job, batches, summary)
         if progress:
             progress(job.name)
@@ -114,6 +117,7 @@ def ingest(
                 drain(until_free=True)
                 try:
                     pool.submit(job, job.source, job.ctx)
+                    claimed.add(job.key)
                     continue
                 except RuntimeError:           # the pool broke (a worker was killed)
                     pass
@@ -137,6 +141,11 @@ class _Job:
     digest: str
     record: dict[str, Any]
     ctx: SourceContext
+
+    @property
+    def key(self) -> tuple[str, str, str | None]:
+        """What makes two inputs the same evidence: bytes, source and host."""
+        return self.digest, self.source.name, self.host
 
 
 def _worker_batches(job: _Job, result: Any) -> Iterable[Batch]:
@@ -195,13 +204,10 @@ def _prepare(
     # before) is not read twice: its rows are already there, and doubling them would double
     # counts. The host is part of the key: two hosts' identical logs are two pieces of evidence.
     # ``claimed``: files of this run still being parsed by workers count as read.
-    key = (digest, source.name, host)
-    if case.read_before(digest, source.name, host) or (claimed is not None and key in claimed):
+    if case.read_before(digest, source.name, host) or (digest, source.name, host) in (claimed or ()):
         summary.skipped.append(name)
         case.add("inputs", [{**record, "kind": "duplicate", "size": size, "sha256": digest}])
         return None
-    if claimed is not None:
-        claimed.add(key)
     summary.files += 1
     ctx = SourceContext(path=path, display=name, host=host, workdir=workdir)
     return _Job(name, host, source, size, digest, record, ctx)

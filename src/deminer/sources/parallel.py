@@ -17,7 +17,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +42,9 @@ class Failure:
     message: str
 
 
-def worker_count(files: int, total_bytes: int) -> int:
-    """How many workers an ingest of this size deserves (1 means: parse in this process)."""
+def worker_count(paths: Sequence[Path]) -> int:
+    """How many workers an ingest of these files deserves (1 means: parse in this process).
+    The files' sizes are only looked at where the cores would allow workers."""
     env = os.environ.get("DEMINER_WORKERS")
     if env and env.isdigit():
         return max(1, min(int(env), MAX_WORKERS))
@@ -52,10 +53,12 @@ def worker_count(files: int, total_bytes: int) -> int:
     # pyevtx already parses on both cores, so one worker gained nothing on 230 EVTX files and
     # cost 35 % on 3,224 small fleet files (IPC per file). Workers need cores to spare and
     # files big enough to be worth a message.
-    if (files < 2 or total_bytes < MIN_TOTAL_BYTES or cores < MIN_CORES
-            or total_bytes / files < MIN_AVERAGE_BYTES):
+    if len(paths) < 2 or cores < MIN_CORES:
         return 1
-    return min(cores - 1, MAX_WORKERS, files)
+    total = sum(file_size(p) for p in paths)
+    if total < MIN_TOTAL_BYTES or total / len(paths) < MIN_AVERAGE_BYTES:
+        return 1
+    return min(cores - 1, MAX_WORKERS, len(paths))
 
 
 def _registered(source: Source) -> bool:
