@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from deminer.sources.base import host_id
+from deminer.sources.syslog_time import iso8601
 
 RAW_CAP = 4096          # characters of the original record kept in ``raw``
 VALUE_CAP = 65536       # longest single field value kept (a 4104 script block is ≤ 32 K)
@@ -356,15 +357,7 @@ def parse_time(value: Any) -> dt.datetime | None:
     """Naive UTC from an ISO 8601 SystemTime (any fraction digits, ``Z`` or offset)."""
     if not value or not isinstance(value, str):
         return None
-    try:
-        if value[-1] == "Z":
-            return dt.datetime.fromisoformat(value[:-1])
-        stamp = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if stamp.tzinfo is not None:
-        stamp = stamp.astimezone(dt.UTC).replace(tzinfo=None)
-    return stamp
+    return iso8601(value)
 
 
 def cap(value: str, limit: int = VALUE_CAP) -> str:
