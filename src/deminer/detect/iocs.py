@@ -57,6 +57,14 @@ class IocRead:
     format: str
     rows: list[dict[str, Any]] = field(default_factory=list)
     problems: list[IocError] = field(default_factory=list)
+    _seen: set[tuple[str, str]] = field(default_factory=set, repr=False, compare=False)
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Keep ``row`` unless the file already gave the same (kind, value)."""
+        key = (row["kind"], row["value"])
+        if key not in self._seen:
+            self._seen.add(key)
+            self.rows.append(row)
 
 
 def _refang(value: str) -> str:
@@ -150,7 +158,6 @@ def parse_csv(text: str, display: str, source_prefix: str) -> IocRead:
     if not names or not {"kind", "value"} <= {n.strip().lower() for n in names if n}:
         raise IocError(display, "neither an indicator CSV (header kind,value[,family,description]) "
                                 "nor a STIX 2 bundle")
-    seen: set[tuple[str, str]] = set()
     failures = 0
     while True:
         try:
@@ -175,9 +182,7 @@ def parse_csv(text: str, display: str, source_prefix: str) -> IocRead:
         except ValueError as exc:
             out.problems.append(IocError(display, f"line {line}: {exc}"))
             continue
-        if (row["kind"], row["value"]) not in seen:
-            seen.add((row["kind"], row["value"]))
-            out.rows.append(row)
+        out.add(row)
     return out
 
 
@@ -188,7 +193,6 @@ def _stix(doc: Any, display: str, source_prefix: str) -> IocRead:
     except ioc_stix.StixError as exc:
         raise IocError(display, str(exc)) from None
     out.problems.extend(IocError(display, p) for p in problems)
-    seen: set[tuple[str, str]] = set()
     for cand in candidates:
         try:
             row = make_row(cand.kind, cand.value, cand.family, cand.description,
@@ -196,9 +200,7 @@ def _stix(doc: Any, display: str, source_prefix: str) -> IocRead:
         except ValueError as exc:
             out.problems.append(IocError(display, f"{cand.ref}: {clean(cand.value, 120)}: {exc}"))
             continue
-        if (row["kind"], row["value"]) not in seen:
-            seen.add((row["kind"], row["value"]))
-            out.rows.append(row)
+        out.add(row)
     return out
 
 
