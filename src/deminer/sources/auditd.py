@@ -55,7 +55,6 @@ the rest of the file is read.
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,7 +72,6 @@ from deminer.sources.base import (
     looks_binary,
 )
 from deminer.sources.netlog import Problems, read_lines
-from deminer.sources.syslog_time import open_log
 
 MAX_OPEN = 256            # events waiting for more records
 MAX_SPAN = 2000           # lines an event may wait for its records before it is read as is
@@ -181,11 +179,7 @@ class _Reader:
 
 def _check_text(path: Path) -> None:
     """``SourceError`` unless the file starts as text (junk further on is counted by line)."""
-    with open_log(path) as fh:
-        try:
-            head = fh.read(textlog.HEAD)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise SourceError(f"unreadable compressed log ({type(exc).__name__}: {exc})") from None
+    head = textlog.read_head(path)
     start = head.split(b"\n", 1)[0]
     if head.strip() and looks_binary(start[:4096] or head[:4096]):
         raise SourceError("binary content, not an audit log")

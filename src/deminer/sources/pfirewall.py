@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,6 @@ from deminer.sources import host_timezone, textlog, windows_tree
 from deminer.sources.base import Batch, Batcher, Source, SourceContext, SourceError, host_id, looks_binary
 from deminer.sources.host_timezone import HostTimeZone
 from deminer.sources.netlog import Problems, json_text, proto_name, read_lines, to_int
-from deminer.sources.syslog_time import open_log
 
 Row = dict[str, Any]
 REQUIRED = ("date", "time", "action", "src-ip", "dst-ip")
@@ -193,11 +191,7 @@ def _zone_error(ctx: SourceContext, host: str | None, zone: HostTimeZone) -> Row
 def _check_text(path: Path) -> None:
     """``SourceError`` unless the file starts as text. NUL runs further on are tolerated (their
     lines are counted as unreadable): Windows pads a log cut short by a crash with zeros."""
-    with open_log(path) as fh:
-        try:
-            head = fh.read(textlog.HEAD)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise SourceError(f"unreadable compressed log ({type(exc).__name__}: {exc})") from None
+    head = textlog.read_head(path)
     if not head.strip():
         return                              # empty: logging was just switched on
     start = head.split(b"\0", 1)[0]

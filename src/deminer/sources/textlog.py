@@ -34,13 +34,18 @@ def head_text(head: bytes) -> str | None:
     return text
 
 
-def text_head(path: Path, what: str) -> bytes:
-    """The first bytes of a (maybe gzip'd) text log; ``SourceError`` if it is not one."""
+def read_head(path: Path) -> bytes:
+    """The first ``HEAD`` bytes of a (maybe gzip'd) log; ``SourceError`` for a broken gzip."""
     with open_log(path) as fh:
         try:
-            head = fh.read(HEAD)
+            return fh.read(HEAD)
         except (EOFError, OSError, zlib.error) as exc:
             raise SourceError(f"unreadable compressed log ({type(exc).__name__}: {exc})") from None
+
+
+def text_head(path: Path, what: str) -> bytes:
+    """The first bytes of a (maybe gzip'd) text log; ``SourceError`` if it is not one."""
+    head = read_head(path)
     if looks_binary(head):
         raise SourceError(f"binary content, not a {what}")
     return head
