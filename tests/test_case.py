@@ -84,3 +84,22 @@ def test_arrow_batches_are_conformed_and_gathered_with_dict_rows() -> None:
         rows = case.query("SELECT host, pid, name FROM processes ORDER BY rowid")
     assert rows == [{"host": "a", "pid": 1, "name": "init"}, {"host": None, "pid": 7, "name": "kswapd0"},
                     {"host": "b", "pid": 2, "name": "sshd"}]
+
+
+def test_writes_after_a_half_read_result(tmp_path: Path) -> None:
+    # DuckDB 2 refuses to register a table on a connection whose last result was not read to
+    # its end; ``count`` (fetchone) and a caller's own half-read cursor must not break ingest.
+    import pyarrow as pa
+
+    with Case(tmp_path) as case:
+        case.add("errors", [{"source": "a", "message": "m"}])
+        assert case.count("errors") == 1
+        case.add("errors", [{"source": "b", "message": "m"}])
+        assert case.count("errors") == 2
+        half = case.db.execute("SELECT * FROM range(100000)")
+        assert half.fetchone() == (0,)
+        case.add("errors", pa.table({"source": ["c"], "message": ["m"]}))
+        with case.registered("_names", pa.table({"source": ["a", "c", "z"]})) as db:
+            seen = db.execute("SELECT n.source FROM _names n JOIN errors e USING (source) "
+                              "ORDER BY 1").fetchall()
+    assert seen == [("a",), ("c",)]

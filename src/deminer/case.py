@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -236,12 +237,28 @@ class Case:
             return
         parts = [c if isinstance(c, pa.Table) else rows_to_arrow(table, c) for c in chunks]
         arrow = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
-        self._db.register("_batch", arrow)
+        cols = ", ".join(f'"{n}"' for n in TABLES[table].names)
+        with self._registered("_batch", arrow) as cur:
+            cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _batch")
+
+    @contextmanager
+    def _registered(self, name: str, arrow: pa.Table) -> Iterator[duckdb.DuckDBPyConnection]:
+        # A cursor of its own: DuckDB 2 refuses ``register`` on a connection whose last result
+        # was not read to its end (any ``fetchone()``), which would fail the next write.
+        cur = self._db.cursor()
         try:
-            cols = ", ".join(f'"{n}"' for n in TABLES[table].names)
-            self._db.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _batch")
+            cur.register(name, arrow)
+            yield cur
         finally:
-            self._db.unregister("_batch")
+            cur.close()
+
+    @contextmanager
+    def registered(self, name: str, arrow: pa.Table) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to this case on which ``arrow`` is readable as table ``name``; run the
+        queries that join it on the connection yielded (pending rows are written first)."""
+        self.flush()
+        with self._registered(name, arrow) as cur:
+            yield cur
 
     def read_before(self, sha256: str, kind: str, host: str | None) -> bool:
         """Was an input with these bytes read by this source for this host without error?"""

@@ -40,7 +40,6 @@ import pyarrow as pa
 
 from deminer.case import Case
 from deminer.correlate.facts import as_ip, is_host_address, is_internal
-from deminer.model import TABLES
 from deminer.sources.base import host_id
 
 # Tables whose ``host`` column names a machine (errors and inputs only repeat them).
@@ -345,15 +344,7 @@ def write_aliases(case: Case, ident: Identity) -> int:
     names = sorted(rows)
     table = pa.table({"alias": names, "host": [rows[n] for n in names],
                       "reason": [reasons.get(n, "") for n in names]})
-    db = case.db
-    if "host_aliases" in TABLES:   # once model.py defines it, it is an ordinary table
-        db.execute("DELETE FROM host_aliases")
-        case.add("host_aliases", table.to_pylist())
-        case.flush()
-        return len(names)
-    db.register("_aliases", table)
-    try:
-        db.execute("CREATE OR REPLACE TABLE host_aliases AS SELECT * FROM _aliases")
-    finally:
-        db.unregister("_aliases")
+    case.db.execute("DELETE FROM host_aliases")
+    case.add("host_aliases", table)
+    case.flush()
     return len(names)

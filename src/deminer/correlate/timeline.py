@@ -98,26 +98,23 @@ def _event_entries(case: Case, ident: Identity, facts: list[Fact]) -> list[Timel
     table = pa.table({"source": pa.array([k[0] for k in keys], pa.string()),
                       "line": pa.array([k[1] for k in keys], pa.int64())})
     out = []
-    case.db.register("_refs", table)
-    try:
+    with case.registered("_refs", table) as db:
         # Two equi-joins, not one join on "line = source_line OR line = record_id": with an OR
         # DuckDB can hash only on source, and one big log is one source, so every event met
         # every finding (11 s at 500k auth.log lines, growing with the square).
         cols = ("e.ts, e.host, e.event, e.program, e.user, e.src_ip, e.process, e.command, e.status, "
                 "e.raw, e.source, coalesce(e.source_line, e.record_id) AS line, k.line AS ref")
-        events = case.db.execute(
+        events = db.execute(
             f"SELECT * FROM (SELECT {cols} FROM events e JOIN _refs k "
             "ON e.source = k.source AND e.source_line = k.line WHERE e.ts IS NOT NULL "
             f"UNION SELECT {cols} FROM events e JOIN _refs k "
             "ON e.source = k.source AND e.record_id = k.line WHERE e.ts IS NOT NULL) "
             "ORDER BY ts LIMIT 200000").fetchall()
-        flows = case.db.execute(
+        flows = db.execute(
             "SELECT f.ts, f.host, f.src_ip, f.src_port, f.dst_ip, f.dst_port, f.proto, f.app, f.state, "
             "f.bytes, f.source, f.source_line, k.line FROM flows f "
             "JOIN _refs k ON f.source = k.source AND f.source_line = k.line "
             "WHERE f.ts IS NOT NULL ORDER BY f.ts LIMIT 200000").fetchall()
-    finally:
-        case.db.unregister("_refs")
     for ts, host, event, program, user, src_ip, process, command, status, raw, source, line, ref in events:
         f = refs[(source, ref)]
         bits = [f"{event or 'event'}", f"({program})" if program else "", f"user {user}" if user else "",

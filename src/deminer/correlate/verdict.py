@@ -89,13 +89,10 @@ def gather_signs(case: Case, ident: Identity, facts: list[Fact]) -> list[Sign]:
     if wanted:
         pairs = pa.table({"host": [w[0] for w in wanted], "path": [w[1] for w in wanted],
                           "n": list(range(len(wanted)))})
-        case.db.register("_paths", pairs)
-        try:
-            rows = case.db.execute(
+        with case.registered("_paths", pairs) as db:
+            rows = db.execute(
                 "SELECT p.n, min(f.mtime), min(f.ctime) FROM _paths p JOIN files f "
                 "ON f.host = p.host AND f.path = p.path GROUP BY p.n ORDER BY p.n").fetchall()
-        finally:
-            case.db.unregister("_paths")
         for n, mtime, ctime in rows:
             _host, path, f = wanted[n]
             drop = ctime if mtime and ctime and ctime - mtime > TOOL_SET_MTIME else (mtime or ctime)
