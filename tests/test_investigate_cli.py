@@ -219,3 +219,20 @@ def test_flow_columns_maps_an_export_whose_header_is_not_recognised(
     assert main(["investigate", str(export), "--case", str(tmp_path / "bad"), "--flow-columns",
                  "src_ip=client,destination=server"]) == 2
     assert "unknown flow column role 'destination'" in capsys.readouterr().out
+
+
+def test_memory_limit_sets_the_case_store_and_a_bad_one_exits_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = AuthLog(host="web1", start=START)
+    log.brute_force("198.51.100.9", ["root"], attempts=25, success_user="root")
+    code, findings = investigate(tmp_path, log, "--memory-limit", "300MB")
+    assert code == 1 and by_rule(findings, "initial_access.ssh_brute_force_success")
+    (tmp_path / "bad").mkdir()
+    code, _ = investigate(tmp_path / "bad", log, "--memory-limit", "plenty")
+    assert code == 2
+    assert "--memory-limit: memory limit 'plenty'" in capsys.readouterr().out
+    assert not (tmp_path / "bad" / "case").exists()      # refused before any work
+    # scan checks it before the collection, which takes minutes on a real host.
+    assert main(["scan", "--root", str(tmp_path / "nowhere"), "--case", str(tmp_path / "s"),
+                 "--memory-limit", "plenty"]) == 2
+    assert not (tmp_path / "s").exists()

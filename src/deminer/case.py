@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,12 @@ def arrow_schema(table: Table) -> pa.Schema:
 _SCHEMAS: dict[str, pa.Schema] = {name: arrow_schema(t) for name, t in TABLES.items()}
 _STRUCTS: dict[str, pa.DataType] = {name: pa.struct(list(s)) for name, s in _SCHEMAS.items()}
 FLUSH_ROWS = 50_000
+# DuckDB's working memory: beyond it, it evicts table blocks it already wrote and spills big
+# joins and sorts to CASE/case.duckdb.tmp. Its own default is 80 % of RAM, so a case of a
+# million EVTX records held 2.3 GB and grew on with the input; capped, the peak stays flat
+# at the same speed (BENCHMARKS.md). DEMINER_MEMORY_LIMIT or ``--memory-limit`` change it.
+DEFAULT_MEMORY_LIMIT = "1GB"
+
 
 
 def _coerce(value: Any, typ: str) -> Any:
@@ -137,21 +144,46 @@ def conform(table: str, arrow: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
+def _set_memory_limit(db: duckdb.DuckDBPyConnection, limit: str) -> None:
+    try:
+        db.execute("SET memory_limit = ?", [limit])
+    except duckdb.Error as exc:
+        raise ValueError(f"memory limit {limit!r}: {exc}") from None
+
+
+def check_memory_limit(limit: str) -> None:
+    """ValueError unless ``limit`` is a size DuckDB reads (checked before long work starts)."""
+    with duckdb.connect(":memory:") as db:
+        _set_memory_limit(db, limit)
+
+
 class Case:
     """An open case store. Use as a context manager or call ``close``."""
 
-    def __init__(self, path: Path | str | None) -> None:
-        """Open (or create) the store at ``path``/case.duckdb; ``None`` means in memory."""
+    def __init__(self, path: Path | str | None, memory_limit: str | None = None) -> None:
+        """Open (or create) the store at ``path``/case.duckdb; ``None`` means in memory.
+
+        ``memory_limit`` (DuckDB sizes: ``512MB``, ``4GB``) caps the store's working memory;
+        default ``DEMINER_MEMORY_LIMIT``, else ``DEFAULT_MEMORY_LIMIT`` for a case on disk.
+        ValueError if the size is not one DuckDB reads.
+        """
         self.dir: Path | None = None
         # Per table: batches not yet written, dict rows (a list, extended in place) or Arrow.
         self._pending: dict[str, list[list[Row] | pa.Table]] = {}
         self._pending_rows: dict[str, int] = {}
+        limit = memory_limit or os.environ.get("DEMINER_MEMORY_LIMIT")
+        if limit:
+            check_memory_limit(limit)        # before anything is created for a bad size
         if path is None:
+            # Not capped by default in memory: there the tables themselves would spill (to ./.tmp).
             self._db = duckdb.connect(":memory:")
         else:
+            limit = limit or DEFAULT_MEMORY_LIMIT
             self.dir = Path(path)
             self.dir.mkdir(parents=True, exist_ok=True)
             self._db = duckdb.connect(str(self.dir / "case.duckdb"))
+        if limit:
+            _set_memory_limit(self._db, limit)
         self._db.execute("SET TimeZone = 'UTC'")
         for t in TABLES.values():
             self._db.execute(t.ddl())

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from deminer import __version__
-from deminer.case import Case
+from deminer.case import Case, check_memory_limit
 from deminer.detect import iocs
 from deminer.detect.engine import detect, sort_findings
 from deminer.detect.finding import Finding
@@ -39,6 +39,9 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="print only the summary line")
     p.add_argument("--sigma", type=Path, action="append", default=[], metavar="DIR",
                    help="also run the Sigma rules in DIR (repeatable; deminer's own pack always runs)")
+    p.add_argument("--memory-limit", metavar="SIZE",
+                   help="working memory of the case store, e.g. 512MB or 8GB; beyond it, it "
+                        "spills to disk (default DEMINER_MEMORY_LIMIT, else 1GB)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,7 +179,12 @@ def cmd_investigate(args: argparse.Namespace, console: Console) -> int:
     except ValueError as exc:
         console.print(f"--flow-columns: {clean(str(exc))}", markup=False)
         return 2
-    with Case(args.case) as case:
+    try:
+        case = Case(args.case, memory_limit=args.memory_limit)
+    except ValueError as exc:
+        console.print(f"--memory-limit: {clean(str(exc))}", markup=False)
+        return 2
+    with case:
         _load_iocs(case, args.ioc)
         missing = [p for p in args.inputs if not p.exists()]
         for p in missing:
@@ -198,6 +206,12 @@ def cmd_investigate(args: argparse.Namespace, console: Console) -> int:
 def cmd_scan(args: argparse.Namespace, console: Console) -> int:
     from deminer.collect.main import collect
 
+    if args.memory_limit:
+        try:
+            check_memory_limit(args.memory_limit)
+        except ValueError as exc:
+            console.print(f"--memory-limit: {clean(str(exc))}", markup=False)
+            return 2
     case_dir = args.case or Path(f"deminer-scan-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     (case_dir / "bundles").mkdir(parents=True, exist_ok=True)
     if args.root == "/" and os.geteuid() != 0:
@@ -208,7 +222,7 @@ def cmd_scan(args: argparse.Namespace, console: Console) -> int:
                              budget=args.budget, cpu_window=args.cpu_window, nice=False,
                              proc_root=args.proc)
     console.print(f"bundle {clean(bundle)} sha256 {digest}")
-    with Case(case_dir) as case:
+    with Case(case_dir, memory_limit=args.memory_limit) as case:
         _load_iocs(case, args.ioc)
         ingest(case, [Path(bundle)])
         findings = _detect_all(case, args, console)
