@@ -116,3 +116,84 @@ def test_rules_are_read_from_a_real_hive(tmp_path: Path) -> None:
         2024, 1, 15, 17
     )  # winter: not ActiveTimeBias
     assert found.to_utc(dt.datetime(2024, 7, 1, 12)) == dt.datetime(2024, 7, 1, 16)
+
+
+def tzi(base: int, std: int, day: int, off: bytes, on: bytes) -> bytes:
+    """A REG_TZI_FORMAT: Bias, StandardBias, DaylightBias, StandardDate, DaylightDate."""
+    return struct.pack("<3l", base, std, day) + off + on
+
+
+# US Eastern before and after the Energy Policy Act moved daylight time in 2007.
+EASTERN_2006 = tzi(300, 0, -60, systemtime(10, 0, 5, 2), systemtime(4, 0, 1, 2))
+EASTERN_2007 = tzi(300, 0, -60, systemtime(11, 0, 1, 2), systemtime(3, 0, 2, 2))
+
+
+def test_a_year_rule_reads_a_tzi_value() -> None:
+    r = tz.YearRule.from_hex(EASTERN_2006.hex())
+    assert r is not None and (r.base_bias, r.standard_bias, r.daylight_bias) == (300, 0, -60)
+    assert r.daylight_start == rule(4, 0, 1, 2) and r.standard_start == rule(10, 0, 5, 2)
+    no_dst = tz.YearRule.from_hex(tzi(-480, 0, 0, bytes(16), bytes(16)).hex())
+    assert no_dst is not None and no_dst.daylight_start is None
+    assert no_dst.bias_at(dt.datetime(2024, 7, 1)) == -480
+    assert tz.YearRule.from_hex(EASTERN_2006[:40].hex()) is None
+    assert tz.YearRule.from_hex(tzi(99999, 0, 0, bytes(16), bytes(16)).hex()) is None
+
+
+def test_each_line_takes_the_rule_of_its_year() -> None:
+    r2006, r2007 = (tz.YearRule.from_hex(v.hex()) for v in (EASTERN_2006, EASTERN_2007))
+    assert r2006 is not None and r2007 is not None
+    z = HostTimeZone(240, "Eastern Standard Time", None, None, 300, 0, -60, rule(3, 0, 2, 2),
+                     rule(11, 0, 1, 2), ((2006, r2006), (2007, r2007)))
+    # 20 March: standard time in 2006, daylight time from 2007 on.
+    assert z.to_utc(dt.datetime(2006, 3, 20, 12)) == dt.datetime(2006, 3, 20, 17)
+    assert z.to_utc(dt.datetime(2007, 3, 20, 12)) == dt.datetime(2007, 3, 20, 16)
+    assert z.to_utc(dt.datetime(2005, 3, 20, 12)) == dt.datetime(2005, 3, 20, 17)  # first rule
+    assert z.to_utc(dt.datetime(2024, 3, 20, 12)) == dt.datetime(2024, 3, 20, 16)  # last rule
+    assert z.to_utc(dt.datetime(2006, 11, 1, 12)) == dt.datetime(2006, 11, 1, 17)
+    assert z.to_utc(dt.datetime(2007, 11, 1, 12)) == dt.datetime(2007, 11, 1, 16)
+
+
+def _eastern_system(config: Path) -> None:
+    hg.write_hive(config / "SYSTEM", "SYSTEM", [
+        hg.Key("Select", [hg.dword("Current", 1)]),
+        hg.Key("ControlSet001\\Control\\TimeZoneInformation", [
+            hg.dword("Bias", 300), hg.dword("ActiveTimeBias", 300), hg.dword("StandardBias", 0),
+            hg.dword("DaylightBias", (-60) & 0xFFFFFFFF),
+            hg.sz("TimeZoneKeyName", "Eastern Standard Time"),
+            hg.binary("DaylightStart", systemtime(3, 0, 2, 2)),
+            hg.binary("StandardStart", systemtime(11, 0, 1, 2))]),
+    ])
+
+
+def test_yearly_rules_come_from_the_software_hive_beside_system(tmp_path: Path) -> None:
+    skip_without_hivex()
+    config = tmp_path / "C/Windows/System32/config"
+    config.mkdir(parents=True)
+    _eastern_system(config)
+    zones = "Microsoft\\Windows NT\\CurrentVersion\\Time Zones"
+    hg.write_hive(config / "SOFTWARE", "SOFTWARE", [
+        hg.Key(f"{zones}\\Eastern Standard Time", [hg.binary("TZI", EASTERN_2007)]),
+        hg.Key(f"{zones}\\Eastern Standard Time\\Dynamic DST", [
+            hg.dword("FirstEntry", 2006), hg.dword("LastEntry", 2007),
+            hg.binary("2006", EASTERN_2006), hg.binary("2007", EASTERN_2007),
+            hg.binary("junk", b"\x01")]),
+        hg.Key(f"{zones}\\W. Europe Standard Time\\Dynamic DST", [
+            hg.binary("2006", tzi(-60, 0, -60, systemtime(10, 0, 5, 3), systemtime(3, 0, 5, 2)))]),
+    ])
+    found = tz.read_time_zone(config / "SYSTEM")
+    assert [year for year, _ in found.years] == [2006, 2007]
+    assert found.to_utc(dt.datetime(2006, 3, 20, 12)) == dt.datetime(2006, 3, 20, 17)
+    assert found.to_utc(dt.datetime(2007, 3, 20, 12)) == dt.datetime(2007, 3, 20, 16)
+
+
+def test_without_a_software_hive_the_system_rule_serves_every_year(tmp_path: Path) -> None:
+    skip_without_hivex()
+    config = tmp_path / "C/Windows/System32/config"
+    config.mkdir(parents=True)
+    _eastern_system(config)
+    found = tz.read_time_zone(config / "SYSTEM")
+    assert found.years == ()
+    assert found.to_utc(dt.datetime(2006, 3, 20, 12)) == dt.datetime(2006, 3, 20, 16)
+    (config / "SOFTWARE").write_bytes(b"regf" + bytes(100))      # a broken hive: same answer
+    tz._read_cached.cache_clear()
+    assert tz.read_time_zone(config / "SYSTEM").years == ()

@@ -19,8 +19,11 @@ Daylight saving: when the hive holds the zone's rules (``DaylightStart``/``Stand
 SYSTEMTIMEs with a month, ``StandardBias``/``DaylightBias``), ``to_utc`` works out per line
 whether it was logged in daylight time, so a log spanning the change is right on both
 sides. Without rules (XP-era zones without DST, or ``DynamicDaylightTimeDisabled``) the
-collection-time bias is used for every line. Dynamic per-year rules (the ``Dynamic DST``
-keys under SOFTWARE) are not read: the SYSTEM rule is the one of the current year.
+collection-time bias is used for every line. The SYSTEM rule is the one of the current year;
+zones whose rules changed (the US in 2007, Russia in 2011 and 2014, …) keep each year's rule
+under ``Time Zones\\<zone>\\Dynamic DST`` in the SOFTWARE hive beside it. When that hive is
+there, a line takes the rule of its own year (before ``FirstEntry`` the first one, after
+``LastEntry`` the last one, as Windows does).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ MAX_HIVE = 512 << 20           # regipy reads a hive whole; SYSTEM hives are 10-
 MAX_BIAS = 14 * 60             # real zones lie between UTC-12 and UTC+14
 _HIVE_PATH = ("windows", "system32", "config", "system")
 _KEY = "Control\\TimeZoneInformation"
+_ZONES = "\\Microsoft\\Windows NT\\CurrentVersion\\Time Zones"
 logging.getLogger("regipy").addHandler(logging.NullHandler())
 
 
@@ -84,6 +88,43 @@ class Transition:
 
 
 @dataclass(frozen=True)
+class YearRule:
+    """One year's rule (a ``REG_TZI_FORMAT``): Bias, StandardBias and DaylightBias in minutes,
+    and when daylight time starts and ends; no transitions when the year had none."""
+
+    base_bias: int
+    standard_bias: int
+    daylight_bias: int
+    daylight_start: Transition | None
+    standard_start: Transition | None
+
+    @classmethod
+    def from_hex(cls, value: object) -> YearRule | None:
+        """From regipy's hex text of the 44-byte value; None when it is not one."""
+        try:
+            raw = bytes.fromhex(value) if isinstance(value, str) else b""
+        except ValueError:
+            return None
+        if len(raw) < 44:
+            return None
+        base, std, day = struct.unpack_from("<3l", raw)
+        if abs(base) > MAX_BIAS or abs(std) > 120 or abs(day) > 120:
+            return None
+        off, on = Transition.from_hex(raw[12:28].hex()), Transition.from_hex(raw[28:44].hex())
+        if on is None or off is None:
+            on = off = None
+        return cls(base, std, day, on, off)
+
+    def bias_at(self, local: dt.datetime) -> int:
+        if self.daylight_start is None or self.standard_start is None:
+            return self.base_bias + self.standard_bias
+        on, off = self.daylight_start.at(local.year), self.standard_start.at(local.year)
+        # Northern zones save from spring to autumn; southern ones across the new year.
+        daylight = on <= local < off if on < off else not off <= local < on
+        return self.base_bias + (self.daylight_bias if daylight else self.standard_bias)
+
+
+@dataclass(frozen=True)
 class HostTimeZone:
     bias: int | None          # minutes, UTC = local + bias, in force at collection; None when unknown
     name: str | None          # e.g. "China Standard Time"
@@ -96,15 +137,27 @@ class HostTimeZone:
     daylight_bias: int = 0
     daylight_start: Transition | None = None
     standard_start: Transition | None = None
+    # (year, rule) from SOFTWARE's ``Dynamic DST``, by year; empty when not read.
+    years: tuple[tuple[int, YearRule], ...] = ()
 
     def bias_at(self, local: dt.datetime) -> int | None:
         """Minutes to add to ``local`` (a time on this host's clock) to get UTC."""
+        if self.years:
+            return self.rule_of(local.year).bias_at(local)
         if self.base_bias is None or self.daylight_start is None or self.standard_start is None:
             return self.bias
-        on, off = self.daylight_start.at(local.year), self.standard_start.at(local.year)
-        # Northern zones save from spring to autumn; southern ones across the new year.
-        daylight = on <= local < off if on < off else not off <= local < on
-        return self.base_bias + (self.daylight_bias if daylight else self.standard_bias)
+        return YearRule(self.base_bias, self.standard_bias, self.daylight_bias,
+                        self.daylight_start, self.standard_start).bias_at(local)
+
+    def rule_of(self, year: int) -> YearRule:
+        """The ``Dynamic DST`` rule in force in ``year``: that year's, else the latest before
+        it, else the first (``years`` must not be empty)."""
+        found = self.years[0][1]
+        for first, rule in self.years:
+            if first > year:
+                break
+            found = rule
+        return found
 
     def to_utc(self, local: dt.datetime) -> dt.datetime:
         """``local`` as naive UTC; unchanged when the zone is unknown (taken as UTC)."""
@@ -177,10 +230,38 @@ def _read_cached(hive_path: Path, size: int, mtime_ns: int) -> HostTimeZone:
     name = _text(values.get("timezonekeyname")) or _text(values.get("standardname"))
     base, std, day = (_signed(values.get(k)) for k in ("bias", "standardbias", "daylightbias"))
     rules = tuple(Transition.from_hex(values.get(k)) for k in ("daylightstart", "standardstart"))
-    if (base is None or abs(base) > MAX_BIAS or abs(std or 0) > 120 or abs(day or 0) > 120
-            or values.get("dynamicdaylighttimedisabled") == 1 or None in rules):
+    if values.get("dynamicdaylighttimedisabled") == 1:
         return HostTimeZone(bias, name, hive_path, None)
-    return HostTimeZone(bias, name, hive_path, None, base, std or 0, day or 0, rules[0], rules[1])
+    key_name = _text(values.get("timezonekeyname"))
+    years = _dynamic_dst(hive_path, key_name) if key_name else ()
+    if (base is None or abs(base) > MAX_BIAS or abs(std or 0) > 120 or abs(day or 0) > 120
+            or None in rules):
+        return HostTimeZone(bias, name, hive_path, None, years=years)
+    return HostTimeZone(bias, name, hive_path, None, base, std or 0, day or 0, rules[0], rules[1],
+                        years)
+
+
+def _dynamic_dst(system_hive: Path, zone: str) -> tuple[tuple[int, YearRule], ...]:
+    """Each year's rule of ``zone`` from the SOFTWARE hive beside ``system_hive``; () when
+    there is no such hive, key or readable rule (the SYSTEM rule then serves every year)."""
+    from regipy.registry import RegistryHive
+
+    software = find_nocase(system_hive.parent, "software")
+    if software is None or "\\" in zone:
+        return ()
+    try:
+        if not software.is_file() or software.stat().st_size > MAX_HIVE:
+            return ()
+        hive = RegistryHive(str(software))  # type: ignore[no-untyped-call]
+        values = _values(hive, f"{_ZONES}\\{zone}\\Dynamic DST")
+    except Exception:  # no key, or a hive regipy cannot read: same answer, no yearly rules
+        return ()
+    years = []
+    for name, value in values.items():
+        rule = YearRule.from_hex(value) if name.isdigit() and len(name) == 4 else None
+        if rule is not None:
+            years.append((int(name), rule))
+    return tuple(sorted(years, key=lambda yr: yr[0]))
 
 
 def time_zone_for(file: Path) -> HostTimeZone:
