@@ -47,7 +47,6 @@ from deminer.sources.netlog import (
     Problems,
     Row,
     flag_bits,
-    head_text,
     json_head,
     json_text,
     parse_time,
@@ -57,6 +56,7 @@ from deminer.sources.netlog import (
     to_float,
     to_int,
 )
+from deminer.sources.textlog import head_text
 
 # -- flow exports ---------------------------------------------------------------------------
 ROLES: dict[str, tuple[str, ...]] = {

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from deminer.sources.base import Batch, SourceContext, host_id, looks_binary
+from deminer.sources.base import Batch, SourceContext, host_id
 from deminer.sources.syslog_time import iso8601, open_log
 
 MAX_LINE = 1 << 20            # bytes; real lines are < 10 KiB, longer ones are damage or hostile
@@ -127,20 +127,6 @@ def json_text(data: Row) -> str:
         return orjson.dumps(clean).decode()
     except TypeError:                 # an integer beyond 64 bits from a hostile record
         return json.dumps(clean, default=str, ensure_ascii=False)
-
-
-def head_text(head: bytes) -> str | None:
-    """The text of a file's first bytes (gunzipped when needed), without a cut-off last line."""
-    if head[:2] == b"\x1f\x8b":
-        try:
-            head = zlib.decompressobj(31).decompress(head, 65536)
-        except zlib.error:
-            return None
-    if not head.strip() or looks_binary(head):
-        return None
-    text = head.decode("utf-8", "backslashreplace").lstrip("\ufeff")
-    cut = text.rfind("\n")
-    return text[:cut + 1] if len(head) >= 65536 and cut > 0 else text
 
 
 def json_head(text: str, accept: Callable[[dict[str, Any]], bool]) -> bool:

@@ -41,7 +41,6 @@ import orjson
 from deminer.sources.base import Batch, Batcher, Source, SourceContext, host_id
 from deminer.sources.netlog import (
     Problems,
-    head_text,
     json_head,
     json_text,
     proto_name,
@@ -50,6 +49,7 @@ from deminer.sources.netlog import (
     to_int,
 )
 from deminer.sources.syslog_time import iso8601
+from deminer.sources.textlog import head_text
 from deminer.sources.zeek import RAW_CAP, skipped_note
 
 Row = dict[str, Any]

@@ -220,7 +220,22 @@ def journald_record(line: str) -> tuple[dt.datetime | None, str, str, int | None
 
 
 def open_log(path: Path) -> io.BufferedIOBase:
-    """A log's bytes, decompressed on the fly when it is gzip'd (rotated ``.gz`` logs)."""
+    """A log's bytes, decompressed on the fly when it is gzip'd (rotated ``.gz`` logs), after
+    a UTF-8 byte-order mark if it starts with one (Windows tools write them): left in, it
+    would make the first line unreadable to every line grammar."""
+    fh = _open_raw(path)
+    try:
+        if fh.read(3) != b"\xef\xbb\xbf":
+            fh.seek(0)
+        return fh
+    except (EOFError, OSError, zlib.error):
+        # A gzip stream broken in its first bytes: reopened, so the reader meets the damage
+        # where it reports damage.
+        fh.close()
+        return gzip.open(path, "rb")
+
+
+def _open_raw(path: Path) -> io.BufferedIOBase:
     fh = path.open("rb")
     if fh.read(2) == b"\x1f\x8b":
         fh.close()

@@ -1,7 +1,8 @@
 """What the line-by-line text log sources share: sniffing a head, the binary check, the
 ``errors`` rows, and the accounting of lines cut short or lost to a damaged ``.gz``.
 
-Used by ``auth_log`` and ``web_access``; the reading itself (``open_log``, ``Blocks``) is
+Used by the text log sources (auth, audit, web, firewall; the network ones sniff with
+``head_text`` too); the reading itself (``open_log``, ``Blocks``) is
 ``syslog_time``'s. Messages name what went wrong and where, so a responder can look.
 """
 
@@ -28,7 +29,7 @@ def head_text(head: bytes) -> str | None:
             return None
     if looks_binary(head) or not head.strip():
         return None
-    text = head.decode("utf-8", "backslashreplace")
+    text = head.decode("utf-8", "backslashreplace").lstrip("\ufeff")   # Windows tools write BOMs
     if len(head) >= HEAD:
         text = text[:text.rfind("\n") + 1]
     return text

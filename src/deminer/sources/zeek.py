@@ -43,7 +43,6 @@ import orjson
 from deminer.sources.base import Batch, Batcher, Source, SourceContext, host_id
 from deminer.sources.netlog import (
     Problems,
-    head_text,
     json_head,
     json_text,
     parse_time,
@@ -52,6 +51,7 @@ from deminer.sources.netlog import (
     to_float,
     to_int,
 )
+from deminer.sources.textlog import head_text
 
 RAW_CAP = 2048                # ``raw`` keeps this many characters
 Row = dict[str, Any]
