@@ -143,3 +143,20 @@ def test_queries_bigger_than_the_cap_spill_instead_of_failing(tmp_path: Path) ->
         rows = case.query("SELECT count(DISTINCT data) AS d, max(record_id) AS m FROM "
                           "(SELECT data, record_id FROM events ORDER BY data DESC)")
     assert rows == [{"d": n, "m": n - 1}]
+
+
+def test_a_query_that_cannot_fit_the_cap_runs_once_above_it(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    n = 400_000
+    with Case(tmp_path, memory_limit="48MB") as case:     # too small for DuckDB's sort
+        ids = range(n)
+        case.add("events", pa.table({"data": [f"{i:08d}" + "x" * 200 for i in ids],
+                                     "record_id": list(ids)}))
+        rows = case.query("SELECT max(record_id) AS m FROM "
+                          "(SELECT data, record_id FROM events ORDER BY data DESC)")
+        assert rows == [{"m": n - 1}] and case.uncapped == 1
+        assert _memory_limit(case) == "45.7 MiB"             # the cap is back for what follows
+        with pytest.raises(duckdb.OutOfMemoryException):      # only query() retries
+            case.db.execute("SELECT max(record_id) FROM "
+                            "(SELECT data, record_id FROM events ORDER BY data DESC)").fetchall()

@@ -184,6 +184,8 @@ class Case:
             self._db = duckdb.connect(str(self.dir / "case.duckdb"))
         if limit:
             _set_memory_limit(self._db, limit)
+        self._limit = limit
+        self.uncapped = 0       # queries that had to run above the cap (see ``query``)
         self._db.execute("SET TimeZone = 'UTC'")
         for t in TABLES.values():
             self._db.execute(t.ddl())
@@ -308,10 +310,28 @@ class Case:
                              "ts": dt.datetime.now(dt.UTC)}])
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
-        """Run ``sql`` and return rows as dicts."""
-        cur = self.db.execute(sql, params or [])
+        """Run ``sql`` and return rows as dicts.
+
+        A query that cannot fit the memory cap (a few DuckDB operators cannot spill) is run
+        once more without it, rather than lose a rule's findings; ``uncapped`` counts those.
+        """
+        try:
+            return self._rows(self.db.execute(sql, params or []))
+        except duckdb.OutOfMemoryException:
+            if self._limit is None:
+                raise
+            self.uncapped += 1
+            self._db.execute("RESET memory_limit")      # DuckDB's own default: 80 % of RAM
+            try:
+                return self._rows(self._db.execute(sql, params or []))
+            finally:
+                _set_memory_limit(self._db, self._limit)
+
+    @staticmethod
+    def _rows(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+        rows = cur.fetchall()
         names = [d[0] for d in cur.description or []]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
     def count(self, table: str) -> int:
         row = self.db.execute(f"SELECT count(*) FROM {TABLES[table].name}").fetchone()

@@ -107,6 +107,10 @@ def _finish(case: Case, findings: Sequence[Finding], args: argparse.Namespace,
         "SELECT DISTINCT source, message FROM errors ORDER BY source, message")]
     if not args.quiet:
         render(findings, console, errors)
+    if case.uncapped:
+        console.print(f"Memory: {case.uncapped} quer{'y' if case.uncapped == 1 else 'ies'} did not fit "
+                      "the case store's memory cap and ran above it (--memory-limit sets the cap)",
+                      markup=False)
     worst = max((severity_rank(f.severity) for f in findings), default=-1)
     counts = {s: sum(1 for f in findings if f.severity == s) for s in SEVERITIES}
     shown = ", ".join(f"{n} {s}" for s, n in reversed(counts.items()) if n)
