@@ -149,10 +149,11 @@ def test_a_query_that_cannot_fit_the_cap_runs_once_above_it(tmp_path: Path) -> N
     import pyarrow as pa
 
     n = 400_000
-    with Case(tmp_path, memory_limit="48MB") as case:     # too small for DuckDB's sort
+    with Case(tmp_path) as case:
         ids = range(n)
         case.add("events", pa.table({"data": [f"{i:08d}" + "x" * 200 for i in ids],
                                      "record_id": list(ids)}))
+    with Case(tmp_path, memory_limit="48MB") as case:     # too small for DuckDB's sort
         rows = case.query("SELECT max(record_id) AS m FROM "
                           "(SELECT data, record_id FROM events ORDER BY data DESC)")
         assert rows == [{"m": n - 1}] and case.uncapped == 1

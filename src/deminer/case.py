@@ -182,6 +182,9 @@ class Case:
             self.dir = Path(path)
             self.dir.mkdir(parents=True, exist_ok=True)
             self._db = duckdb.connect(str(self.dir / "case.duckdb"))
+        # DuckDB's own default (80 % of RAM), for a query that does not fit the cap.
+        default = self._db.execute("SELECT current_setting('memory_limit')").fetchall()
+        self._uncapped_limit = str(default[0][0])
         if limit:
             _set_memory_limit(self._db, limit)
         self._limit = limit
@@ -321,7 +324,7 @@ class Case:
             if self._limit is None:
                 raise
             self.uncapped += 1
-            self._db.execute("RESET memory_limit")      # DuckDB's own default: 80 % of RAM
+            _set_memory_limit(self._db, self._uncapped_limit)
             try:
                 return self._rows(self._db.execute(sql, params or []))
             finally:
