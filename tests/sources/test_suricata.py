@@ -256,4 +256,12 @@ def test_hostile_records_never_break_the_reader_or_the_case(tmp_path: Path, shar
     p.write_text("".join(json.dumps(r) + "\n" for r in records))
     # parse without the sniffer and store every batch: odd values must fit their columns
     written = shared_case.add_batches(suricata.parse(SourceContext(p, "eve.json", None, tmp_path)))
-    assert sum(n for t, n in written.items() if t != "errors") <= len(records)
+    assert sum(n for t, n in written.items() if t != "errors") <= sum(map(_most_rows, records))
+
+
+def _most_rows(record: dict[str, Any]) -> int:
+    """One row per record, but one per question of a DNS record that lists several (QDCOUNT
+    above one, logged by Suricata 8 as a ``queries`` array)."""
+    dns = record.get("dns")
+    queries = dns.get("queries") if isinstance(dns, dict) else None
+    return max(1, sum(isinstance(q, dict) for q in queries) if isinstance(queries, list) else 1)
