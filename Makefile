@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.test-installed
 
-.PHONY: demo test lint typecheck check sysdeps bench clean
+.PHONY: demo test test-min lint typecheck check sysdeps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ sysdeps:
 test: $(TEST_STAMP) sysdeps
 	$(BIN)/python -m pytest -q
 
+# The whole suite again on the lowest dependency versions pyproject allows.
+MIN_VENV := .venv-min
+test-min: sysdeps
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/pip install -q --upgrade pip
+	$(MIN_VENV)/bin/pip install -q -e '.[test]' -c .ci/min-versions.txt
+	$(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench
 
@@ -43,4 +51,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info demo-case demo-scan demo-host demo-evidence
+	rm -rf $(VENV) $(MIN_VENV) build dist *.egg-info demo-case demo-scan demo-host demo-evidence
