@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from deminer.case_writer import BackgroundWriter
 from deminer.model import TABLES, Table
 
 Row = Mapping[str, Any]
@@ -171,6 +172,8 @@ class Case:
         # Per table: batches not yet written, dict rows (a list, extended in place) or Arrow.
         self._pending: dict[str, list[list[Row] | pa.Table]] = {}
         self._pending_rows: dict[str, int] = {}
+        self._writer: BackgroundWriter | None = None     # started by the first full batch
+        self._writer_db: duckdb.DuckDBPyConnection | None = None
         limit = memory_limit or os.environ.get("DEMINER_MEMORY_LIMIT")
         if limit:
             check_memory_limit(limit)        # before anything is created for a bad size
@@ -231,8 +234,17 @@ class Case:
         return self._db
 
     def close(self) -> None:
-        self.flush()
-        self._db.close()
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                writer, self._writer = self._writer, None
+                try:
+                    writer.close()
+                finally:
+                    assert self._writer_db is not None
+                    self._writer_db.close()
+            self._db.close()
 
     def add(self, table: str, rows: Sequence[Row] | pa.Table) -> int:
         """Append a batch to ``table``: dict rows, or an Arrow table of its columns (any
@@ -263,26 +275,45 @@ class Case:
         return n
 
     def flush(self) -> None:
-        """Write every pending row."""
+        """Write every pending row (and wait for the background writer to be done)."""
         for table in list(self._pending):
-            self._write(table)
+            self._write(table, background=False)
+        if self._writer is not None:
+            self._writer.drain()
 
-    def _write(self, table: str) -> None:
+    def _write(self, table: str, background: bool = True) -> None:
         chunks = self._pending.pop(table, [])
         self._pending_rows.pop(table, None)
         if not chunks:
             return
         parts = [c if isinstance(c, pa.Table) else rows_to_arrow(table, c) for c in chunks]
         arrow = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+        if background:           # a full batch during ingest: written while parsing goes on
+            if self._writer is None:
+                # Its own connection, made here: a DuckDB connection is not shared by threads.
+                self._writer_db = self._db.cursor()
+                self._writer = BackgroundWriter(self._insert_on_writer)
+            self._writer.submit(table, arrow)
+        else:
+            if self._writer is not None:
+                self._writer.drain()             # keep the order batches were added in
+            self._insert(self._db, table, arrow)
+
+    def _insert_on_writer(self, table: str, arrow: pa.Table) -> None:
+        assert self._writer_db is not None
+        self._insert(self._writer_db, table, arrow)
+
+    def _insert(self, db: duckdb.DuckDBPyConnection, table: str, arrow: pa.Table) -> None:
         cols = ", ".join(f'"{n}"' for n in TABLES[table].names)
-        with self._registered("_batch", arrow) as cur:
+        with self._registered("_batch", arrow, db) as cur:
             cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _batch")
 
     @contextmanager
-    def _registered(self, name: str, arrow: pa.Table) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _registered(self, name: str, arrow: pa.Table,
+                    db: duckdb.DuckDBPyConnection | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         # A cursor of its own: DuckDB 2 refuses ``register`` on a connection whose last result
         # was not read to its end (any ``fetchone()``), which would fail the next write.
-        cur = self._db.cursor()
+        cur = (db if db is not None else self._db).cursor()
         try:
             cur.register(name, arrow)
             yield cur
