@@ -48,6 +48,15 @@ _ZONES = "\\Microsoft\\Windows NT\\CurrentVersion\\Time Zones"
 logging.getLogger("regipy").addHandler(logging.NullHandler())
 
 
+def _binary(value: object, size: int) -> bytes | None:
+    """regipy's hex text of a REG_BINARY as bytes; None unless it holds ``size`` bytes or more."""
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else b""
+    except ValueError:
+        return None
+    return raw if len(raw) >= size else None
+
+
 @dataclass(frozen=True)
 class Transition:
     """A ``StandardStart``/``DaylightStart`` rule (a SYSTEMTIME): the ``week``-th (5 = last)
@@ -64,12 +73,11 @@ class Transition:
     @classmethod
     def from_hex(cls, value: object) -> Transition | None:
         """From regipy's hex text of the 16-byte REG_BINARY; None when absent or no rule."""
-        try:
-            raw = bytes.fromhex(value) if isinstance(value, str) else b""
-        except ValueError:
-            return None
-        if len(raw) < 16:
-            return None
+        raw = _binary(value, 16)
+        return cls.from_bytes(raw) if raw is not None else None
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Transition | None:
         year, month, weekday, week, hour, minute = struct.unpack_from("<6H", raw)
         if not 1 <= month <= 12 or weekday > 6 or not 1 <= week <= 31 or hour > 23 or minute > 59:
             return None                     # month 0: the zone has no daylight saving
@@ -101,16 +109,13 @@ class YearRule:
     @classmethod
     def from_hex(cls, value: object) -> YearRule | None:
         """From regipy's hex text of the 44-byte value; None when it is not one."""
-        try:
-            raw = bytes.fromhex(value) if isinstance(value, str) else b""
-        except ValueError:
-            return None
-        if len(raw) < 44:
+        raw = _binary(value, 44)
+        if raw is None:
             return None
         base, std, day = struct.unpack_from("<3l", raw)
         if abs(base) > MAX_BIAS or abs(std) > 120 or abs(day) > 120:
             return None
-        off, on = Transition.from_hex(raw[12:28].hex()), Transition.from_hex(raw[28:44].hex())
+        off, on = Transition.from_bytes(raw[12:28]), Transition.from_bytes(raw[28:44])
         if on is None or off is None:
             on = off = None
         return cls(base, std, day, on, off)
