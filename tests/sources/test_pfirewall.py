@@ -310,8 +310,12 @@ def test_garbage_lines_are_counted_and_the_rest_is_read(tmp_path: Path) -> None:
     ingest_errors = [e for e in errors if e["stage"] == "ingest"]
     assert len(ingest_errors) == 1
     message = ingest_errors[0]["message"]
-    assert "6 unreadable line(s) skipped" in message and "line 1: no #Fields header before it" in message
-    assert pfirewall.sniff(log, log.read_bytes())        # NULs in the head: claimed by its name
+    assert "5 unreadable line(s) skipped" in message and "line 1: no #Fields header before it" in message
+    # the zero padding is a hole, reported apart (evidence completeness), not a bad line
+    zeros = [e["message"] for e in errors if e["stage"] == "completeness"]
+    assert len(zeros) == 1 and zeros[0].startswith("300 zero bytes in 1 zero-filled region(s), "
+                                                   f"the first before line {lines.index(chr(0) * 300) + 1}")
+    assert pfirewall.sniff(log, log.read_bytes())        # zeros in the head: still a text log
 
 
 def test_a_binary_file_named_pfirewall_log(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,8 @@ from typing import Any
 import orjson
 
 from deminer.sources.base import Batch, SourceContext, host_id
-from deminer.sources.syslog_time import iso8601, open_log
+from deminer.sources.syslog_time import Blocks, iso8601, open_log
+from deminer.sources.textlog import zero_message
 
 MAX_LINE = 1 << 20            # bytes; real lines are < 10 KiB, longer ones are damage or hostile
 EPOCH = dt.datetime(1970, 1, 1)
@@ -151,6 +151,7 @@ class Problems:
         self.count = 0
         self.first: list[str] = []
         self.notes: list[str] = []
+        self.zeros = (0, 0, 0)      # zero-filled regions read_lines dropped: bytes, runs, line
 
     def add(self, line: int, reason: str) -> None:
         self.count += 1
@@ -162,27 +163,34 @@ class Problems:
         if self.count:
             parts.insert(0, f"{kind}: {self.count} unreadable line(s) skipped, first: "
                             + "; ".join(self.first))
+        rows = []
         if parts:
-            yield "errors", [{"host": host_id(ctx.host), "ts": dt.datetime.now(dt.UTC), "source": ctx.display,
-                              "stage": "ingest", "message": " | ".join(parts)}]
+            rows.append({"host": host_id(ctx.host), "ts": dt.datetime.now(dt.UTC), "source": ctx.display,
+                         "stage": "ingest", "message": " | ".join(parts)})
+        if self.zeros[0]:
+            rows.append({"host": host_id(ctx.host), "ts": dt.datetime.now(dt.UTC), "source": ctx.display,
+                         "stage": "completeness", "message": zero_message(*self.zeros)})
+        if rows:
+            yield "errors", rows
 
 
 def read_lines(path: Path, problems: Problems) -> Iterator[tuple[int, str]]:
-    """(line number, text) of a plain or gzip'd log; over-long and NUL-bearing lines are
-    skipped whole (bounded memory), a compressed stream that ends early ends the file."""
+    """(line number, text) of a plain or gzip'd log; over-long lines are skipped whole
+    (bounded memory), zero-filled regions are dropped and reported, and a compressed stream
+    that ends early ends the file."""
     number = 0
     with open_log(path) as fh:
-        try:
-            while line := fh.readline(MAX_LINE + 1):
+        blocks = Blocks(fh, max_line=MAX_LINE)
+        for block in blocks:
+            for line in block.split(b"\n"):
                 number += 1
-                if len(line) > MAX_LINE:
-                    while line and not line.endswith(b"\n"):
-                        line = fh.readline(MAX_LINE)
+                if len(line) > MAX_LINE or number in blocks.cut_at:
                     problems.add(number, f"longer than {MAX_LINE} bytes")
                     continue
                 if b"\x00" in line:
                     problems.add(number, "binary data")
                     continue
-                yield number, line.decode("utf-8", "backslashreplace").rstrip("\r\n")
-        except (EOFError, OSError, zlib.error) as exc:
-            problems.notes.append(f"compressed data ends early after line {number} ({type(exc).__name__})")
+                yield number, line.decode("utf-8", "backslashreplace").rstrip("\r")
+    if blocks.truncated:
+        problems.notes.append(f"compressed data ends early after line {number} ({blocks.truncated})")
+    problems.zeros = (blocks.zero_bytes, blocks.zero_regions, blocks.zero_first_line)

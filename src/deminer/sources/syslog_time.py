@@ -29,6 +29,8 @@ from pathlib import Path
 
 import orjson
 
+from deminer.sources.base import ZERO_RUN
+
 MONTHS: dict[str, int] = {
     m: i for i, m in enumerate(
         ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)
@@ -244,6 +246,7 @@ def _open_raw(path: Path) -> io.BufferedIOBase:
     return fh
 
 
+
 class Blocks:
     """Whole-line blocks of a byte stream, for both passes over a log.
 
@@ -260,6 +263,9 @@ class Blocks:
         self.cut_lines = 0
         self.cut_at: set[int] = set()
         self.truncated: str | None = None
+        # NUL bytes dropped (zero-filled regions: a crash, or a truncation under a writer),
+        # how many separate runs, and the line the first one came before.
+        self.zero_bytes = self.zero_regions = self.zero_first_line = 0
 
     def _read(self) -> bytes:
         """The next ``block`` bytes; a damaged stream gives what came before the damage."""
@@ -283,6 +289,11 @@ class Blocks:
         skipping = False             # in the tail of a line already cut
         lineno = 0                   # lines handed out so far
         while chunk := self._read():
+            if b"\x00" in chunk:
+                # Before the line logic: a zero-filled region is not one endless line.
+                chunk = self._drop_zeros(chunk, lineno)
+                if not chunk:
+                    continue
             if skipping:
                 nl = chunk.find(b"\n")
                 if nl < 0:
@@ -301,3 +312,17 @@ class Blocks:
                 yield body
         if carry:
             yield carry
+
+    def _drop_zeros(self, chunk: bytes, lineno: int) -> bytes:
+        """``chunk`` without its zero-filled runs, counted; ``lineno`` whole lines come before
+        it. A NUL or two inside a line are left to the reader (damage, not a hole). A region
+        split across two reads counts as two."""
+        first = ZERO_RUN.search(chunk)
+        if first is None:
+            return chunk
+        kept, runs = ZERO_RUN.subn(b"", chunk)
+        self.zero_bytes += len(chunk) - len(kept)
+        self.zero_regions += runs
+        if not self.zero_first_line:
+            self.zero_first_line = lineno + chunk[:first.start()].count(b"\n") + 1
+        return kept

@@ -13,7 +13,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from deminer.sources.base import SourceError, looks_binary
+from deminer.sources.base import ZERO_RUN, SourceError, looks_binary
 from deminer.sources.syslog_time import MAX_LINE, Blocks, open_log
 
 HEAD = 65536
@@ -27,7 +27,10 @@ def head_text(head: bytes) -> str | None:
             head = zlib.decompressobj(31).decompress(head, HEAD)
         except zlib.error:
             return None
-    if looks_binary(head) or not head.strip():
+    if looks_binary(head):
+        return None
+    head = ZERO_RUN.sub(b"", head)              # holes, not text (``looks_binary``)
+    if not head.strip():
         return None
     text = head.decode("utf-8", "backslashreplace").lstrip("\ufeff")   # Windows tools write BOMs
     if len(head) >= HEAD:
@@ -79,6 +82,20 @@ class CutLines:
             return None
         first = min((n for n in (self.first, min(self.blocks.cut_at, default=0)) if n), default=0)
         return f"{count} line(s) longer than {limit} were cut (first at line {first})"
+
+
+def zero_row(display: str, host: str | None, blocks: Blocks) -> dict[str, Any] | None:
+    """The ``completeness`` errors row for the zero-filled regions ``Blocks`` skipped."""
+    if not blocks.zero_bytes:
+        return None
+    return {**error_row(display, host, zero_message(blocks.zero_bytes, blocks.zero_regions,
+                                                    blocks.zero_first_line)), "stage": "completeness"}
+
+
+def zero_message(nbytes: int, regions: int, first_line: int) -> str:
+    return (f"{nbytes} zero bytes in {regions} zero-filled region(s), the first before line "
+            f"{first_line}: left by a crash while the log was written, or by truncating it while "
+            "its writer kept its offset; lines that were there are lost")
 
 
 def truncation_problem(blocks: Blocks, lines: int) -> str | None:
