@@ -161,3 +161,25 @@ def test_a_query_that_cannot_fit_the_cap_runs_once_above_it(tmp_path: Path) -> N
         with pytest.raises(duckdb.OutOfMemoryException):      # only query() retries
             case.db.execute("SELECT max(record_id) FROM "
                             "(SELECT data, record_id FROM events ORDER BY data DESC)").fetchall()
+
+
+def test_a_case_in_memory_extracts_into_a_temporary_folder_not_the_working_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import zipfile
+
+    from deminer.sources.ingest import ingest
+
+    archive = tmp_path / "logs.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("var/log/auth.log", "Mar 30 15:00:01 web1 sshd[100]: Failed password for root "
+                                       "from 203.0.113.7 port 4242 ssh2\n")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    case = Case(None)
+    ingest(case, [archive])
+    assert case.count("events") == 1
+    scratch = case.evidence_dir
+    assert scratch.is_dir() and any(scratch.rglob("auth.log")) and not scratch.is_relative_to(work)
+    case.close()
+    assert list(work.iterdir()) == [] and not scratch.exists()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -173,6 +175,7 @@ class Case:
         self._pending: dict[str, list[list[Row] | pa.Table]] = {}
         self._pending_rows: dict[str, int] = {}
         self._writer: BackgroundWriter | None = None     # started by the first full batch
+        self._scratch: Path | None = None                 # evidence_dir of a case in memory
         self._writer_db: duckdb.DuckDBPyConnection | None = None
         limit = memory_limit or os.environ.get("DEMINER_MEMORY_LIMIT")
         if limit:
@@ -233,6 +236,16 @@ class Case:
         self.flush()
         return self._db
 
+    @property
+    def evidence_dir(self) -> Path:
+        """Where sources put what they extract (collected files, zip members): CASE/evidence,
+        or for a case in memory a temporary folder removed with it (never the working folder)."""
+        if self.dir is not None:
+            return self.dir / "evidence"
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="deminer-evidence-"))
+        return self._scratch
+
     def close(self) -> None:
         try:
             self.flush()
@@ -245,6 +258,9 @@ class Case:
                     assert self._writer_db is not None
                     self._writer_db.close()
             self._db.close()
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+                self._scratch = None
 
     def add(self, table: str, rows: Sequence[Row] | pa.Table) -> int:
         """Append a batch to ``table``: dict rows, or an Arrow table of its columns (any

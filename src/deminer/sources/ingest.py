@@ -80,7 +80,7 @@ def ingest(
         sources = SOURCES
     source_list = tuple(sources)
     summary = IngestSummary()
-    workdir = (case.dir or Path.cwd()) / "evidence"
+    workdir = case.evidence_dir
     files: list[tuple[Path, str | None, bool]] = []
     for path in paths:
         if path.is_dir() and not path.is_symlink():
