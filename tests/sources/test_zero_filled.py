@@ -89,3 +89,19 @@ def test_the_hole_becomes_a_finding_at_the_next_line(tmp_path: Path) -> None:
     assert finding.host == "web1" and finding.entity == f"{path} line 4"
     assert finding.ts is not None and (finding.ts.hour, finding.ts.minute, finding.ts.second) == (15, 0, 5)
     assert finding.evidence["zero_bytes"] == 4096 and "truncation" in finding.summary
+
+
+def test_a_hole_in_a_network_log_is_placed_at_the_next_flow(tmp_path: Path) -> None:
+    header = ("#Version: 1.5\n#Software: Microsoft Windows Firewall\n#Time Format: Local\n"
+              "#Fields: date time action protocol src-ip dst-ip src-port dst-port size tcpflags "
+              "tcpsyn tcpack tcpwin icmptype icmpcode info path\n")
+    flow = "2024-03-18 08:00:0{i} ALLOW TCP 10.0.0.5 198.51.100.7 5000{i} 3333 0 - 0 0 0 - - - SEND\n"
+    path = tmp_path / "pfirewall.log"
+    path.write_bytes(header.encode() + _lines(flow, range(2)) + b"\x00" * 8192 + _lines(flow, range(7, 9)))
+    rule = [r for r in load_rules() if r.id == "defense_evasion.evidence_gap_zero_filled_log"]
+    with Case(None) as case:
+        ingest(case, [path], host="pc1")
+        assert case.count("flows") == 4
+        (finding,) = detect(case, rule)
+    assert finding.entity == f"{path} line 7"
+    assert finding.ts is not None and finding.ts.second == 7     # the first flow after the hole
