@@ -361,3 +361,46 @@ def test_interface_addresses_name_the_hosts_ips(tmp_path: Path) -> None:
     g.write_hive(p, "SYSTEM", keys)
     assert parse(p)["hosts"] == [{"host": "pc-teacher", "source": str(p), "hostname": "PC-TEACHER",
                                   "ips": ["10.0.5.77", "192.168.10.18"]}]
+
+
+def _make_dirty(path: Path) -> None:
+    """Bump the primary sequence number (Windows' "a write has started") and fix the header's
+    XOR checksum, as a copy taken mid-write looks."""
+    data = bytearray(path.read_bytes())
+    primary = struct.unpack_from("<I", data, 4)[0]
+    struct.pack_into("<I", data, 4, primary + 1)
+    checksum = 0
+    for (word,) in struct.iter_unpack("<I", bytes(data[:508])):
+        checksum ^= word
+    struct.pack_into("<I", data, 508, checksum)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("with_logs", [True, False])
+def test_a_dirty_hive_is_read_and_its_unapplied_logs_named(tmp_path: Path, with_logs: bool) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    g.write_hive(config / "SYSTEM", "SYSTEM", g.system_keys())
+    _make_dirty(config / "SYSTEM")
+    if with_logs:
+        for name in ("SYSTEM.LOG1", "SYSTEM.LOG2"):
+            log = bytearray((config / "SYSTEM").read_bytes()[:4096])
+            log[0x1C:0x20] = struct.pack("<I", 2)
+            (config / name).write_bytes(bytes(log))
+    with Case(None) as case:
+        ingest(case, [config / "SYSTEM"], sources=(rh.SOURCE,))
+        assert case.count("persistence") == 3                  # read as it is
+        (row,) = case.query("SELECT host, stage, message FROM errors")
+    assert row["stage"] == "completeness" and row["host"] == "pc-teacher"
+    assert row["message"].startswith("dirty hive (sequence numbers ")
+    if with_logs:
+        assert "SYSTEM.LOG1, SYSTEM.LOG2 beside it hold them and were not applied" in row["message"]
+    else:
+        assert "no .LOG1/.LOG2 beside it" in row["message"]
+
+
+def test_a_clean_hive_reports_nothing(tmp_path: Path) -> None:
+    g.write_hive(tmp_path / "SYSTEM", "SYSTEM", g.system_keys())
+    with Case(None) as case:
+        ingest(case, [tmp_path / "SYSTEM"], sources=(rh.SOURCE,))
+        assert case.count("errors") == 0

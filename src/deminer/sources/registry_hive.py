@@ -48,6 +48,7 @@ from regipy.registry import NKRecord, RegistryHive, Value
 
 from deminer.sources import task_xml
 from deminer.sources.base import Batch, Source, SourceContext, SourceError, host_id
+from deminer.sources.hive_state import dirty_message
 
 MAX_HIVE = 1 << 30                 # SOFTWARE hives reach a few hundred MiB
 MAX_KEYS = 1_000_000               # keys one bounded walk may visit
@@ -440,6 +441,7 @@ def _ntuser_name(h: _Hive) -> str | None:
 def parse(ctx: SourceContext) -> Iterator[Batch]:
     hive, data = _open(ctx.path)
     h = _Hive(ctx, hive, data)
+    dirty = dirty_message(ctx.path, data)
     try:
         kind = _kind(hive)
     except _HIVE_ERRORS as exc:
@@ -473,10 +475,16 @@ def parse(ctx: SourceContext) -> Iterator[Batch]:
         if not h.out:
             raise SourceError("registry hive unreadable: " + " | ".join(h.errors[:_ERRORS_SHOWN]))
     yield from h.out.items()
+    errors = []
     if h.errors:
-        yield "errors", [{"host": h.host, "ts": dt.datetime.now(dt.UTC), "source": ctx.display,
-                          "stage": "ingest", "message": f"{len(h.errors)} problem(s) reading the hive: "
-                          + " | ".join(h.errors[:_ERRORS_SHOWN])}]
+        errors.append({"host": h.host, "ts": dt.datetime.now(dt.UTC), "source": ctx.display,
+                       "stage": "ingest", "message": f"{len(h.errors)} problem(s) reading the hive: "
+                       + " | ".join(h.errors[:_ERRORS_SHOWN])})
+    if dirty:
+        errors.append({"host": h.host, "ts": dt.datetime.now(dt.UTC), "source": ctx.display,
+                       "stage": "completeness", "message": dirty})
+    if errors:
+        yield "errors", errors
 
 
 SOURCE = Source("registry_hive", sniff, parse)
