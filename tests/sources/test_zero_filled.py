@@ -105,3 +105,31 @@ def test_a_hole_in_a_network_log_is_placed_at_the_next_flow(tmp_path: Path) -> N
         (finding,) = detect(case, rule)
     assert finding.entity == f"{path} line 7"
     assert finding.ts is not None and finding.ts.second == 7     # the first flow after the hole
+
+
+@pytest.mark.parametrize("hole", [16, 40, 200])
+def test_a_hole_across_two_reads_is_one_hole_wherever_the_reads_cut_it(hole: int) -> None:
+    import io
+
+    from deminer.sources.syslog_time import Blocks
+
+    text = _lines(SSH, range(6))
+    for at in (0, 91, len(text)):                      # the hole's place: start, mid-line, end
+        data = text[:at] + b"\x00" * hole + text[at:]
+        for block in (7, 16, 50, 64, 97):               # reads of every size cut it everywhere
+            blocks = Blocks(io.BytesIO(data), block=block)
+            got = b"\n".join(blocks)
+            assert got.rstrip(b"\n") == text.rstrip(b"\n"), (at, block)
+            assert (blocks.zero_bytes, blocks.zero_regions) == (hole, 1), (at, block)
+            assert blocks.zero_first_line == text[:at].count(b"\n") + 1
+
+
+def test_a_few_nuls_are_damage_not_a_hole_even_across_reads() -> None:
+    import io
+
+    from deminer.sources.syslog_time import Blocks
+
+    data = b"abc\x00\x00\x00def\nxyz\n"
+    for block in (2, 4, 5, 64):
+        blocks = Blocks(io.BytesIO(data), block=block)
+        assert b"\n".join(blocks) == b"abc\x00\x00\x00def\nxyz" and blocks.zero_bytes == 0, block

@@ -51,7 +51,8 @@ def host_id(name: str | None) -> str | None:
 _CONTROL = bytes(b for b in range(32) if not 9 <= b <= 13)
 # A zero-filled region in a text file: 16 or more NULs in a row (a crash's unwritten blocks
 # are thousands); shorter runs are damage inside a line.
-ZERO_RUN = re.compile(rb"\x00{16,}")
+ZERO_RUN_MIN = 16
+ZERO_RUN = re.compile(rb"\x00{%d,}" % ZERO_RUN_MIN)
 
 
 def looks_binary(head: bytes) -> bool:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import orjson
 
-from deminer.sources.base import ZERO_RUN
+from deminer.sources.base import ZERO_RUN, ZERO_RUN_MIN
 
 MONTHS: dict[str, int] = {
     m: i for i, m in enumerate(
@@ -288,9 +288,24 @@ class Blocks:
         carry = b""
         skipping = False             # in the tail of a line already cut
         lineno = 0                   # lines handed out so far
+        held = b""                   # NULs that ended the last read, too few yet for a hole
+        in_hole = False              # the last read ended inside a hole it dropped
         while chunk := self._read():
+            if held:
+                chunk, held = held + chunk, b""
+            if in_hole:                              # the hole goes on into this read
+                rest = chunk.lstrip(b"\x00")
+                self.zero_bytes += len(chunk) - len(rest)
+                chunk = rest
+                if not chunk:
+                    continue
+                in_hole = False
             if b"\x00" in chunk:
                 # Before the line logic: a zero-filled region is not one endless line.
+                tail = len(chunk) - len(chunk.rstrip(b"\x00"))
+                if 0 < tail < ZERO_RUN_MIN:
+                    held, chunk = chunk[-tail:], chunk[:-tail]
+                in_hole = tail >= ZERO_RUN_MIN
                 chunk = self._drop_zeros(chunk, lineno)
                 if not chunk:
                     continue
@@ -310,13 +325,13 @@ class Blocks:
             if body is not None:
                 lineno += body.count(b"\n") + 1
                 yield body
+        carry += held                # a few NULs at the very end: damage, left to the reader
         if carry:
             yield carry
 
     def _drop_zeros(self, chunk: bytes, lineno: int) -> bytes:
         """``chunk`` without its zero-filled runs, counted; ``lineno`` whole lines come before
-        it. A NUL or two inside a line are left to the reader (damage, not a hole). A region
-        split across two reads counts as two."""
+        it. A NUL or two inside a line are left to the reader (damage, not a hole)."""
         first = ZERO_RUN.search(chunk)
         if first is None:
             return chunk
