@@ -270,10 +270,9 @@ def _read(path: Path, display: str, host: str | None, reference_year: int | None
         reader = auth_log_lines.LineReader(HANDLERS, host, start_year, blocks)
         read = reader.read_per_line if per_line else reader.read_block
         yield from auth_log_lines.in_batches(map(read, blocks), batch_rows)
-    errors = [textlog.error_row(display, host, p) for p in reader.problems()]
-    zeros = textlog.zero_row(display, host, blocks)
-    if errors or zeros:
-        yield "errors", errors + ([zeros] if zeros else [])
+    errors = textlog.error_rows(display, host, reader.problems(), blocks)
+    if errors:
+        yield "errors", errors
 
 
 def parse_arrow(path: Path, display: str, host: str | None = None, reference_year: int | None = None,

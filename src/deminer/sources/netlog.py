@@ -14,7 +14,7 @@ import orjson
 
 from deminer.sources.base import Batch, SourceContext, host_id
 from deminer.sources.syslog_time import Blocks, iso8601, open_log
-from deminer.sources.textlog import zero_message
+from deminer.sources.textlog import error_rows
 
 MAX_LINE = 1 << 20            # bytes; real lines are < 10 KiB, longer ones are damage or hostile
 EPOCH = dt.datetime(1970, 1, 1)
@@ -151,7 +151,7 @@ class Problems:
         self.count = 0
         self.first: list[str] = []
         self.notes: list[str] = []
-        self.zeros = (0, 0, 0)      # zero-filled regions read_lines dropped: bytes, runs, line
+        self.blocks: Blocks | None = None    # read_lines' reader: the zero-filled regions it dropped
 
     def add(self, line: int, reason: str) -> None:
         self.count += 1
@@ -163,13 +163,8 @@ class Problems:
         if self.count:
             parts.insert(0, f"{kind}: {self.count} unreadable line(s) skipped, first: "
                             + "; ".join(self.first))
-        rows = []
-        if parts:
-            rows.append({"host": host_id(ctx.host), "ts": dt.datetime.now(dt.UTC), "source": ctx.display,
-                         "stage": "ingest", "message": " | ".join(parts)})
-        if self.zeros[0]:
-            rows.append({"host": host_id(ctx.host), "ts": dt.datetime.now(dt.UTC), "source": ctx.display,
-                         "stage": "completeness", "message": zero_message(*self.zeros)})
+        rows = error_rows(ctx.display, host_id(ctx.host), [" | ".join(parts)] if parts else [],
+                          self.blocks)
         if rows:
             yield "errors", rows
 
@@ -193,4 +188,4 @@ def read_lines(path: Path, problems: Problems) -> Iterator[tuple[int, str]]:
                 yield number, line.decode("utf-8", "backslashreplace").rstrip("\r")
     if blocks.truncated:
         problems.notes.append(f"compressed data ends early after line {number} ({blocks.truncated})")
-    problems.zeros = (blocks.zero_bytes, blocks.zero_regions, blocks.zero_first_line)
+    problems.blocks = blocks

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,19 @@ def text_head(path: Path, what: str) -> bytes:
     return head
 
 
-def error_row(display: str, host: str | None, message: str) -> dict[str, Any]:
-    return {"source": display, "host": host, "stage": "ingest", "message": message,
+def error_row(display: str, host: str | None, message: str, stage: str = "ingest") -> dict[str, Any]:
+    return {"source": display, "host": host, "stage": stage, "message": message,
             "ts": dt.datetime.now(dt.UTC).replace(tzinfo=None)}
+
+
+def error_rows(display: str, host: str | None, problems: Iterable[str | None],
+               blocks: Blocks | None) -> list[dict[str, Any]]:
+    """An ``ingest`` row per problem, then the ``completeness`` row for the zero-filled
+    regions ``blocks`` dropped, if any."""
+    rows = [error_row(display, host, p) for p in problems if p]
+    if blocks is not None and blocks.zero_bytes:
+        rows.append(error_row(display, host, _zero_message(blocks), stage="completeness"))
+    return rows
 
 
 class CutLines:
@@ -84,18 +95,11 @@ class CutLines:
         return f"{count} line(s) longer than {limit} were cut (first at line {first})"
 
 
-def zero_row(display: str, host: str | None, blocks: Blocks) -> dict[str, Any] | None:
-    """The ``completeness`` errors row for the zero-filled regions ``Blocks`` skipped."""
-    if not blocks.zero_bytes:
-        return None
-    return {**error_row(display, host, zero_message(blocks.zero_bytes, blocks.zero_regions,
-                                                    blocks.zero_first_line)), "stage": "completeness"}
-
-
-def zero_message(nbytes: int, regions: int, first_line: int) -> str:
-    return (f"{nbytes} zero bytes in {regions} zero-filled region(s), the first before line "
-            f"{first_line}: left by a crash while the log was written, or by truncating it while "
-            "its writer kept its offset; lines that were there are lost")
+def _zero_message(blocks: Blocks) -> str:
+    return (f"{blocks.zero_bytes} zero bytes in {blocks.zero_regions} zero-filled region(s), the "
+            f"first before line {blocks.zero_first_line}: left by a crash while the log was "
+            "written, or by truncating it while its writer kept its offset; lines that were "
+            "there are lost")
 
 
 def truncation_problem(blocks: Blocks, lines: int) -> str | None:

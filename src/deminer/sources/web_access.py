@@ -361,10 +361,9 @@ def _parse_blocks(blocks: Blocks, display: str, ctx_host: str | None, batch_rows
         problems.append(f"{bad} line(s) are not access-log lines and were skipped "
                         f"(first at line {first_bad})")
     problems += [cuts.problem("64 KiB"), textlog.truncation_problem(blocks, lineno)]
-    errors = [textlog.error_row(display, ctx_host, p) for p in problems if p]
-    zeros = textlog.zero_row(display, ctx_host, blocks)
-    if errors or zeros:
-        yield "errors", errors + ([zeros] if zeros else [])
+    errors = textlog.error_rows(display, ctx_host, problems, blocks)
+    if errors:
+        yield "errors", errors
 
 
 def parse(ctx: SourceContext) -> Iterator[Batch]:
