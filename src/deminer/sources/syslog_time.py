@@ -266,6 +266,8 @@ class Blocks:
         # NUL bytes dropped (zero-filled regions: a crash, or a truncation under a writer),
         # how many separate runs, and the line the first one came before.
         self.zero_bytes = self.zero_regions = self.zero_first_line = 0
+        self._held = b""            # NULs that ended the last read, too few yet for a hole
+        self._in_hole = False       # the last read ended inside a hole it dropped
 
     def _read(self) -> bytes:
         """The next ``block`` bytes; a damaged stream gives what came before the damage."""
@@ -288,24 +290,9 @@ class Blocks:
         carry = b""
         skipping = False             # in the tail of a line already cut
         lineno = 0                   # lines handed out so far
-        held = b""                   # NULs that ended the last read, too few yet for a hole
-        in_hole = False              # the last read ended inside a hole it dropped
         while chunk := self._read():
-            if held:
-                chunk, held = held + chunk, b""
-            if in_hole:                              # the hole goes on into this read
-                rest = chunk.lstrip(b"\x00")
-                self.zero_bytes += len(chunk) - len(rest)
-                chunk = rest
-                if not chunk:
-                    continue
-                in_hole = False
-            if b"\x00" in chunk:
+            if self._held or self._in_hole or b"\x00" in chunk:
                 # Before the line logic: a zero-filled region is not one endless line.
-                tail = len(chunk) - len(chunk.rstrip(b"\x00"))
-                if 0 < tail < ZERO_RUN_MIN:
-                    held, chunk = chunk[-tail:], chunk[:-tail]
-                in_hole = tail >= ZERO_RUN_MIN
                 chunk = self._drop_zeros(chunk, lineno)
                 if not chunk:
                     continue
@@ -325,13 +312,27 @@ class Blocks:
             if body is not None:
                 lineno += body.count(b"\n") + 1
                 yield body
-        carry += held                # a few NULs at the very end: damage, left to the reader
+        carry += self._held          # a few NULs at the very end: damage, left to the reader
         if carry:
             yield carry
 
     def _drop_zeros(self, chunk: bytes, lineno: int) -> bytes:
         """``chunk`` without its zero-filled runs, counted; ``lineno`` whole lines come before
-        it. A NUL or two inside a line are left to the reader (damage, not a hole)."""
+        it. A hole may span reads: NULs that end a read wait for the next one (too few yet to
+        call a hole), and a read that ends inside a hole drops the NULs the next one starts
+        with. A NUL or two inside a line are left to the reader (damage, not a hole)."""
+        if self._held:
+            chunk, self._held = self._held + chunk, b""
+        if self._in_hole:
+            rest = chunk.lstrip(b"\x00")
+            self.zero_bytes += len(chunk) - len(rest)
+            chunk = rest
+            if not chunk:
+                return b""
+        tail = len(chunk) - len(chunk.rstrip(b"\x00"))
+        if 0 < tail < ZERO_RUN_MIN:
+            self._held, chunk = chunk[-tail:], chunk[:-tail]
+        self._in_hole = tail >= ZERO_RUN_MIN
         first = ZERO_RUN.search(chunk)
         if first is None:
             return chunk
