@@ -87,10 +87,10 @@ def test_a_background_failure_surfaces_and_the_case_still_closes(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     case = Case(tmp_path)
 
-    def broken(table: str, arrow: pa.Table) -> None:
+    def broken(db: object, table: str, arrow: pa.Table) -> None:
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(case, "_insert_on_writer", broken)
+    monkeypatch.setattr(case, "_insert", broken)        # the writer's inserts, once it starts
     case.add("events", _batch(0, FLUSH_ROWS))          # handed to the writer, which fails
     with pytest.raises(OSError, match="No space"):
         case.flush()

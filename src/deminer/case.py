@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -50,7 +51,6 @@ FLUSH_ROWS = 50_000
 # million EVTX records held 2.3 GB and grew on with the input; capped, the peak stays flat
 # at the same speed (BENCHMARKS.md). DEMINER_MEMORY_LIMIT or ``--memory-limit`` change it.
 DEFAULT_MEMORY_LIMIT = "1GB"
-
 
 
 def _coerce(value: Any, typ: str) -> Any:
@@ -308,16 +308,12 @@ class Case:
             if self._writer is None:
                 # Its own connection, made here: a DuckDB connection is not shared by threads.
                 self._writer_db = self._db.cursor()
-                self._writer = BackgroundWriter(self._insert_on_writer)
+                self._writer = BackgroundWriter(partial(self._insert, self._writer_db))
             self._writer.submit(table, arrow)
         else:
             if self._writer is not None:
                 self._writer.drain()             # keep the order batches were added in
             self._insert(self._db, table, arrow)
-
-    def _insert_on_writer(self, table: str, arrow: pa.Table) -> None:
-        assert self._writer_db is not None
-        self._insert(self._writer_db, table, arrow)
 
     def _insert(self, db: duckdb.DuckDBPyConnection, table: str, arrow: pa.Table) -> None:
         cols = ", ".join(f'"{n}"' for n in TABLES[table].names)
